@@ -1,0 +1,262 @@
+"""Configuration dataclasses and the presets ``ci``, ``demo``, ``paper_r18`` and ``paper_r50``.
+
+Taught in notebook ``00_setup_and_data``. Presets live here and only here; notebooks and the
+command line override single fields by name (``resolve_config("ci", alpha=4)``, or
+``alpha=4`` on the command line). ``None`` always means "the preset's value".
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+PRESETS = ("ci", "demo", "paper_r18", "paper_r50")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and content of the synthetic corpus written by ``data_scripts/make_synthetic.py``."""
+
+    frame_size: int = 64  # frames are frame_size x frame_size (even: H.264 needs it)
+    min_frames: int = 80  # each video's length is drawn from [min_frames, max_frames]
+    max_frames: int = 128
+    fps: int = 25
+    num_pretrain: int = 2000  # Kinetics-style unlabeled pool
+    ucf_groups: int = 25  # UCF-101-style groups (the real set has 25)
+    ucf_clips_per_group: int = 3
+    hmdb_per_class: int = 60
+    num_backgrounds: int = 4  # a small shared pool: a unique background per video is a shortcut
+    tempo_range: tuple[float, float] = (0.5, 2.0)  # per-video speed factor, log-uniform
+    noise_sigma: float = 0.03
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the videos are and how clips are cut from them (VTHCL_SPEC a.1)."""
+
+    data_root: str = "data/synthetic/demo"
+    pretrain_dataset: str = "kinetics400"  # folder under data_root with train.csv + train/
+    window: int = 64  # raw clip: consecutive frames both views cover
+    tau: int = 8  # slow stride; the slow clip has window/tau frames
+    alpha: int = 2  # relative tempo; the fast stride is tau/alpha
+    short_video: str = "clamp"  # "clamp" | "loop": rule for videos shorter than the window
+    backend: str = "decord"  # "decord" | "pyav"
+    decode_size: tuple[int, int] | None = (64, 64)  # (h, w) at decode time; None keeps the file's size
+    crop_size: int = 56  # output of the random resized crop
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    color_jitter: float = 0.4  # brightness/contrast/saturation strength; 0 turns it off
+    hue_jitter: float = 0.1
+    grayscale_prob: float = 0.2
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    num_test_clips: int = 10  # uniformly spaced clips per test video
+    use_cache: bool = True  # decode each video once into a uint8 cache (CPU presets)
+    cache_dir: str | None = None  # None: <data_root>/.frame_cache
+    num_workers: int = 0
+    failure_budget: int = 20  # bad videos tolerated before a run stops with an error
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a notebook or a run needs; print it to record the effective settings."""
+
+    preset: str = "demo"
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    run_dir: str = "runs/demo"
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:  # the notebooks print the config as their record
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _preset(name: str) -> Config:
+    if name == "ci":
+        return Config(
+            preset="ci",
+            run_dir="runs/ci",
+            data=DataConfig(
+                data_root="data/synthetic/ci", window=16, tau=4, alpha=2, decode_size=(32, 32),
+                crop_size=32, num_test_clips=3, failure_budget=5,
+            ),
+            synthetic=SyntheticConfig(
+                frame_size=32, min_frames=24, max_frames=40, num_pretrain=24, ucf_groups=6,
+                ucf_clips_per_group=1, hmdb_per_class=6,
+            ),
+        )
+    if name == "demo":
+        return Config(preset="demo", run_dir="runs/demo")
+    if name in ("paper_r18", "paper_r50"):
+        # The paper's data settings (VTHCL_SPEC c.1): 64-frame window, tau 8, alpha 2, 224 crops
+        # of the native frames; real datasets prepared by data_scripts/prepare_*.py under data/.
+        return Config(
+            preset=name,
+            run_dir=f"runs/{name}",
+            data=DataConfig(
+                data_root="data", window=64, tau=8, alpha=2, decode_size=None, crop_size=224,
+                crop_scale=(0.2, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                use_cache=False, num_workers=8, failure_budget=200,
+            ),
+        )
+    raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
+
+
+def _sections(cfg: Config) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
+
+
+def field_owner(cfg: Config, name: str) -> str | None:
+    """The section (``"data"``, ``"synthetic"``, ...) that holds field ``name``; None for top level."""
+    if name in {f.name for f in fields(cfg)} and name not in _sections(cfg):
+        return None
+    owners = [sec for sec, obj in _sections(cfg).items() if name in {f.name for f in fields(obj)}]
+    if not owners:
+        known = sorted({f.name for obj in [cfg, *_sections(cfg).values()] for f in fields(obj)} - set(_sections(cfg)))
+        raise ValueError(f"unknown config field {name!r}; known fields: {', '.join(known)}")
+    if len(owners) > 1:
+        raise ValueError(f"config field {name!r} is ambiguous: it is in {owners}; write section.name")
+    return owners[0]
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Turn command-line strings and YAML lists into the field's type."""
+    ann = annotation
+    origin = typing.get_origin(ann)
+    args = typing.get_args(ann)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(value, str) and value.lower() in ("none", "null"):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        for candidate in inner:
+            try:
+                return _coerce(value, candidate, name)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"{name}={value!r} does not fit {annotation}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        items = list(value)
+        kinds = [args[0]] * len(items) if args[-1] is Ellipsis else list(args)
+        if len(kinds) != len(items):
+            raise ValueError(f"{name}={value!r} needs {len(kinds)} values")
+        return tuple(_coerce(v, k, name) for v, k in zip(items, kinds))
+    if ann is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{name}={value!r} is not a boolean (true/false)")
+        return bool(value)
+    if ann in (int, float, str):
+        try:
+            out = ann(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name}={value!r} is not a valid {ann.__name__}") from err
+        if ann is int and isinstance(value, float) and value != out:
+            raise ValueError(f"{name}={value!r} must be a whole number")
+        return out
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return ``cfg`` with fields replaced by name (``"alpha"`` or ``"data.alpha"``); ``None`` values are skipped."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        section = section or field_owner(cfg, name)
+        target = cfg if section is None else _sections(cfg).get(section)
+        if target is None:
+            raise ValueError(f"unknown config section {section!r} in {key!r}")
+        types_by_name = typing.get_type_hints(type(target))
+        if name not in types_by_name:
+            raise ValueError(f"unknown config field {key!r}")
+        coerced = _coerce(value, types_by_name[name], key)
+        if section is None:
+            top[name] = coerced
+        else:
+            nested.setdefault(section, {})[name] = coerced
+    for section, values in nested.items():
+        top[section] = replace(getattr(cfg, section), **values)
+    out = replace(cfg, **top)
+    validate(out)
+    return out
+
+
+def validate(cfg: Config) -> None:
+    """Fail at once, naming the parameter, on settings that cannot work (DESIGN section 6)."""
+    from vthcl_lib.tempo import SHORT_VIDEO_RULES, check_tempo
+    from vthcl_lib.video import BACKENDS
+
+    d = cfg.data
+    check_tempo(d.window, d.tau, d.alpha)
+    if d.short_video not in SHORT_VIDEO_RULES:
+        raise ValueError(f"short_video={d.short_video!r}; expected one of {SHORT_VIDEO_RULES}")
+    if d.backend not in BACKENDS:
+        raise ValueError(f"backend={d.backend!r}; expected one of {BACKENDS}")
+    if d.crop_size < 8:
+        raise ValueError(f"crop_size={d.crop_size} is too small; expected >= 8")
+    if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
+        raise ValueError(f"crop_scale={d.crop_scale}; expected 0 < low <= high <= 1")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"device={cfg.device!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
+    s = cfg.synthetic
+    if s.frame_size % 2 or s.frame_size < 16:
+        raise ValueError(f"synthetic frame_size={s.frame_size} must be even and >= 16 (H.264 needs even sizes)")
+    if not 1 <= s.min_frames <= s.max_frames:
+        raise ValueError(f"synthetic min_frames={s.min_frames}, max_frames={s.max_frames}: expected 1 <= min <= max")
+
+
+def resolve_config(preset: str | None = None, *, base_dir: str | os.PathLike | None = None, **overrides: Any) -> Config:
+    """The preset's config with ``overrides`` applied; relative paths resolved against ``base_dir``.
+
+    Notebooks call ``resolve_config(PRESET, base_dir="..", data_root=DATA_ROOT, ...)`` in their
+    third cell (notebook ``00_setup_and_data``).
+    """
+    cfg = apply_overrides(_preset(preset or "demo"), overrides)
+    if base_dir is not None:
+        base = Path(base_dir)
+        rel = lambda p: p if p is None or Path(p).is_absolute() else str((base / p).resolve())  # noqa: E731
+        cfg = replace(
+            cfg,
+            run_dir=rel(cfg.run_dir),
+            data=replace(cfg.data, data_root=rel(cfg.data.data_root), cache_dir=rel(cfg.data.cache_dir)),
+        )
+    return cfg
+
+
+def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a papermill parameters YAML (``PRESET: ci``, ``EPOCHS: 2``, ...) as lower-case overrides."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"config file '{path}' must hold a mapping of NAME: value, got {type(raw).__name__}")
+    return {str(k).lower(): v for k, v in raw.items()}
+
+
+def config_from_params(params: Mapping[str, Any], *, base_dir: str | os.PathLike | None = None) -> Config:
+    """Config from notebook-style parameters (the YAML files, plus ``key=value`` overrides)."""
+    params = dict(params)
+    preset = params.pop("preset", None) or "demo"
+    notebook_only = {"interactive"}  # notebook display knobs, not config fields
+    return resolve_config(preset, base_dir=base_dir, **{k: v for k, v in params.items() if k not in notebook_only})

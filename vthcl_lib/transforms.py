@@ -1,0 +1,228 @@
+"""Tensor-only clip transforms; one random draw shared by both clips of a tempo pair.
+
+Taught in notebook ``01_tempo_sampling``. VTHCL_SPEC a.1: the paper leaves spatial augmentation
+open; we draw ONE random resized crop, flip, colour jitter and grayscale per raw clip and apply it
+to the slow and the fast clip alike, so tempo is the only difference between the views
+(SYNTHETIC_NOTES: independent augmentation blocked learning altogether).
+
+Clips enter as uint8 ``[T, H, W, 3]`` (as :func:`vthcl_lib.video.read_frames` returns them) and
+leave as normalised float ``[C, T, h, w]``. Every random number comes from the
+``numpy.random.Generator`` passed in, so a seed fixes the result.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_GRAY = torch.tensor([0.299, 0.587, 0.114])
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One draw of the augmentation: apply it to every clip of a pair (notebook ``01_tempo_sampling``)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue: float = 0.0
+    grayscale: bool = False
+
+
+def sample_crop_box(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+    """A random crop ``(top, left, h, w)`` covering ``scale`` of the area with aspect ``ratio``.
+
+    The Inception-style rule: ten tries, then the largest centred crop that fits the ratio.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def to_float_cthw(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, H, W]`` in ``[0, 1]``."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got shape {tuple(frames.shape)}")
+    return frames.permute(3, 0, 1, 2).float().div_(255.0)
+
+
+def resized_crop(clip: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
+    """Crop ``[C, T, H, W]`` and resize the crop to ``size x size`` (bilinear, antialiased)."""
+    crop = clip[:, :, top : top + height, left : left + width]
+    c, t = crop.shape[:2]
+    out = F.interpolate(
+        crop.reshape(1, c * t, height, width),
+        size=(size, size), mode="bilinear", antialias=True, align_corners=False,
+    )
+    return out.reshape(c, t, size, size)
+
+
+def hflip(clip: torch.Tensor) -> torch.Tensor:
+    """Mirror ``[C, T, H, W]`` left to right."""
+    return clip.flip(-1)
+
+
+def grayscale(clip: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma, repeated over the three channels."""
+    luma = torch.einsum("c,cthw->thw", _GRAY.to(clip), clip)
+    return luma.unsqueeze(0).expand_as(clip).clone()
+
+
+def _rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    r, g, b = rgb.unbind(0)
+    maxc, _ = rgb.max(0)
+    minc, _ = rgb.min(0)
+    delta = maxc - minc
+    sat = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
+    safe = delta.clamp_min(1e-12)
+    hue = torch.where(maxc == r, ((g - b) / safe) % 6, torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(delta > 0, hue / 6.0, torch.zeros_like(hue))
+    return torch.stack([hue, sat, maxc])
+
+
+def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    h, s, v = hsv.unbind(0)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    i = i.long() % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = torch.zeros_like(hsv)
+    for k, (r, g, b) in enumerate(choices):
+        mask = i == k
+        out[0] = torch.where(mask, r, out[0])
+        out[1] = torch.where(mask, g, out[1])
+        out[2] = torch.where(mask, b, out[2])
+    return out
+
+
+def color_jitter(clip: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float) -> torch.Tensor:
+    """Brightness, contrast and saturation factors and a hue shift (fraction of a turn), in that order.
+
+    The same factors for every frame: colour must not change along time, or it would pose as motion.
+    """
+    out = (clip * brightness).clamp(0, 1)
+    mean = grayscale(out).mean(dim=(-2, -1), keepdim=True)  # per frame, so slow == fast[::alpha] still holds
+    out = ((out - mean) * contrast + mean).clamp(0, 1)
+    gray = grayscale(out)
+    out = ((out - gray) * saturation + gray).clamp(0, 1)
+    if hue:
+        hsv = _rgb_to_hsv(out)
+        hsv[0] = (hsv[0] + hue) % 1.0
+        out = _hsv_to_rgb(hsv).clamp(0, 1)
+    return out
+
+
+def normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Per-channel ``(x - mean) / std`` on ``[C, T, H, W]``."""
+    m = torch.tensor(mean, dtype=clip.dtype).view(-1, 1, 1, 1)
+    s = torch.tensor(std, dtype=clip.dtype).view(-1, 1, 1, 1)
+    return (clip - m) / s
+
+
+@dataclass(frozen=True)
+class ClipAugmentation:
+    """Training augmentation: random resized crop, flip, colour jitter, grayscale, normalise.
+
+    ``sample`` draws the parameters once; ``apply`` uses them; calling the object with several
+    clips applies one draw to all of them (notebook ``01_tempo_sampling``).
+    """
+
+    crop_size: int = 56
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+    color_jitter: float = 0.4
+    hue_jitter: float = 0.1
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+    def sample(self, rng: np.random.Generator, height: int, width: int) -> AugmentParams:
+        top, left, h, w = sample_crop_box(rng, height, width, self.crop_scale, self.crop_ratio)
+        flip = bool(rng.random() < self.flip_prob)
+        jitter = {}
+        if (self.color_jitter > 0 or self.hue_jitter > 0) and rng.random() < self.jitter_prob:
+            s = self.color_jitter
+            jitter = dict(
+                brightness=float(rng.uniform(1 - s, 1 + s)), contrast=float(rng.uniform(1 - s, 1 + s)),
+                saturation=float(rng.uniform(1 - s, 1 + s)), hue=float(rng.uniform(-self.hue_jitter, self.hue_jitter)),
+            )
+        gray = bool(rng.random() < self.grayscale_prob)
+        return AugmentParams(top, left, h, w, flip, grayscale=gray, **jitter)
+
+    def apply(self, frames: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        clip = resized_crop(to_float_cthw(frames), params.top, params.left, params.height, params.width, self.crop_size)
+        if params.flip:
+            clip = hflip(clip)
+        if (params.brightness, params.contrast, params.saturation, params.hue) != (1.0, 1.0, 1.0, 0.0):
+            clip = color_jitter(clip, params.brightness, params.contrast, params.saturation, params.hue)
+        if params.grayscale:
+            clip = grayscale(clip)
+        return normalize(clip, self.mean, self.std)
+
+    def __call__(self, *clips: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        heights = {tuple(c.shape[1:3]) for c in clips}
+        if len(heights) != 1:
+            raise ValueError(f"clips of one pair must share their frame size, got {sorted(heights)}")
+        params = self.sample(rng, *heights.pop())
+        return tuple(self.apply(c, params) for c in clips)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Test-time transform: resize the short side to ``crop_size``, centre crop, normalise."""
+
+    crop_size: int = 56
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        height, width = frames.shape[1:3]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        clip = resized_crop(to_float_cthw(frames), top, left, side, side, self.crop_size)
+        return normalize(clip, self.mean, self.std)
+
+
+def augmentation_from_config(data_cfg) -> ClipAugmentation:
+    """The training augmentation a :class:`vthcl_lib.config.DataConfig` describes."""
+    return ClipAugmentation(
+        crop_size=data_cfg.crop_size, crop_scale=tuple(data_cfg.crop_scale), color_jitter=data_cfg.color_jitter,
+        hue_jitter=data_cfg.hue_jitter, grayscale_prob=data_cfg.grayscale_prob,
+        mean=tuple(data_cfg.mean), std=tuple(data_cfg.std),
+    )
+
+
+def eval_transform_from_config(data_cfg) -> EvalTransform:
+    """The test-time transform a :class:`vthcl_lib.config.DataConfig` describes."""
+    return EvalTransform(crop_size=data_cfg.crop_size, mean=tuple(data_cfg.mean), std=tuple(data_cfg.std))
