@@ -101,6 +101,11 @@ def _backend_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _is_decord_width_bug(err: BaseException) -> bool:
+    # decord 0.6.0 cannot copy out frames of some widths (16, 24, 48, 72, ...): "The size must exactly match".
+    return "size must exactly match" in str(err)
+
+
 def _read_decord(path: Path, wanted: np.ndarray) -> np.ndarray:
     decord = _decord()
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
@@ -108,7 +113,12 @@ def _read_decord(path: Path, wanted: np.ndarray) -> np.ndarray:
         n = len(reader)
         if wanted[-1] >= n:
             raise VideoDecodeError(path, f"frame {int(wanted[-1])} requested but the file has {n} frames")
-        return reader.get_batch(wanted.tolist()).asnumpy()
+        try:
+            return reader.get_batch(wanted.tolist()).asnumpy()
+        except _backend_errors() as err:
+            if _is_decord_width_bug(err):
+                return _read_pyav(path, wanted)
+            raise
     finally:
         del reader
 
@@ -211,7 +221,13 @@ def _probe_decord(path: Path) -> VideoInfo:
         n = len(reader)
         if n == 0:
             raise VideoDecodeError(path, "the file holds no frames")
-        height, width = reader[0].shape[:2]
+        try:
+            height, width = reader[0].shape[:2]
+        except _backend_errors() as err:
+            if not _is_decord_width_bug(err):
+                raise
+            info = _probe_pyav(path)
+            height, width = info.height, info.width
         return VideoInfo(num_frames=n, fps=float(reader.get_avg_fps()), height=int(height), width=int(width))
     finally:
         del reader
@@ -313,17 +329,18 @@ def write_video(
         raise ValueError(f"H.264 needs even frame sizes, got {height}x{width} for '{path}'")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    options = {}
+    # x264's macroblock tree makes its output differ from run to run on identical frames; without it
+    # the same frames give the same bytes (the synthetic corpus is reproducible bit for bit).
+    options = {"x264-params": "mbtree=0"} if codec == "libx264" else {}
     if quality is not None:
-        options = {"libx264": {"crf": str(quality)}, "libvpx-vp9": {"crf": str(quality), "b": "0"}}.get(codec, {})
+        q = str(quality)  # x264/VP9: constant rate factor; MPEG-4/MJPEG: a fixed quantiser
+        options |= {"libx264": {"crf": q}, "libvpx-vp9": {"crf": q, "b": "0"}}.get(codec, {"qmin": q, "qmax": q})
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream(codec, rate=fps, options=options)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         if gop is not None:
             stream.codec_context.gop_size = int(gop)
-        if codec in ("mpeg4", "mjpeg") and quality is not None:
-            stream.codec_context.qscale = quality  # type: ignore[attr-defined]
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)

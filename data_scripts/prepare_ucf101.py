@@ -1,0 +1,15 @@
+"""Prepare a downloaded UCF-101: lay out, verify and index it, write manifest.json and quarantine.tsv.
+
+    python data_scripts/prepare_ucf101.py --videos /dl/UCF-101 --splits /dl/ucfTrainTestlist --out data/ucf101
+
+Options (``--help``): ``--copy`` copies instead of symlinking, ``--short-side 128`` re-encodes
+(MPEG-4 ``.avi``), ``--min-frames``, ``--backend``, ``--workers``, ``--strict``. Without ``--videos``
+and ``--splits`` it verifies ``--out`` in place. The logic lives in ``vthcl_lib.prepare``
+(notebook ``00_setup_and_data``).
+"""
+import sys
+
+from vthcl_lib.prepare import main
+
+if __name__ == "__main__":
+    sys.exit(main("ucf101"))

@@ -1,0 +1,86 @@
+"""vthcl_lib.config: presets, overrides by name, coercion from strings, validation, parameter files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vthcl_lib.config import PRESETS, apply_overrides, config_from_params, load_params_file, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_resolve(preset):
+    cfg = resolve_config(preset)
+    assert cfg.preset == preset
+    assert cfg.data.window % cfg.data.tau == 0 and cfg.data.tau % cfg.data.alpha == 0
+
+
+def test_paper_presets_follow_the_paper():
+    cfg = resolve_config("paper_r18")
+    assert (cfg.data.window, cfg.data.tau, cfg.data.alpha, cfg.data.crop_size) == (64, 8, 2, 224)
+
+
+def test_overrides_by_name_and_section():
+    cfg = resolve_config("ci", alpha=4, seed=3, **{"data.crop_size": 24, "synthetic.seed": 9})
+    assert (cfg.data.alpha, cfg.seed, cfg.data.crop_size, cfg.synthetic.seed) == (4, 3, 24, 9)
+    assert resolve_config("ci", alpha=None).data.alpha == resolve_config("ci").data.alpha  # None: the preset's value
+
+
+def test_strings_are_coerced_like_the_command_line():
+    cfg = apply_overrides(resolve_config("ci"), {"alpha": "4", "use_cache": "false", "decode_size": "24,32",
+                                                 "cache_dir": "none", "crop_scale": "0.5,1.0"})
+    assert cfg.data.alpha == 4 and cfg.data.use_cache is False and cfg.data.decode_size == (24, 32)
+    assert cfg.data.cache_dir is None and cfg.data.crop_scale == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alpha": 3}, "divisible"),
+        ({"alpha": 0}, "alpha"),
+        ({"nope": 1}, "unknown config field 'nope'"),
+        ({"alpha": "two"}, "alpha"),
+        ({"backend": "opencv"}, "backend"),
+        ({"short_video": "pad"}, "short_video"),
+        ({"frame_size": 33}, "even"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_wrong_parameters_fail_with_a_message(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_config("ci", **overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'big'"):
+        resolve_config("big")
+
+
+def test_paths_resolve_against_base_dir(tmp_path):
+    cfg = resolve_config("ci", base_dir=tmp_path)
+    assert cfg.data.data_root == str(tmp_path / "data/synthetic/ci")
+    assert cfg.run_dir == str(tmp_path / "runs/ci")
+
+
+def test_params_files_are_valid_configs():
+    files = sorted((ROOT / "notebooks" / "params").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"ci", "demo"}
+    for f in files:
+        params = load_params_file(f)
+        cfg = config_from_params(params)
+        assert cfg.preset == params["preset"]
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_params_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_params_file(bad)
+
+
+def test_config_prints_as_json():
+    assert '"preset": "ci"' in str(resolve_config("ci"))

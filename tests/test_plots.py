@@ -1,0 +1,72 @@
+"""Pure plotting functions and the headless-safe widget wrapper."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ipywidgets import IntSlider, fixed
+from matplotlib.figure import Figure
+
+from vthcl_lib import plots
+from vthcl_lib.tempo import sample_tempo_indices
+from vthcl_lib.widgets import default_value, show
+
+
+def _points(ax):
+    return [np.asarray(c.get_offsets()) for c in ax.collections if len(c.get_offsets())]
+
+
+def test_tempo_indices_plot_marks_exactly_the_sampled_frames():
+    fig = plots.plot_tempo_indices(alpha=4, tau=8, window=32, start=10, num_frames=80)
+    assert isinstance(fig, Figure)
+    video, fast, slow = _points(fig.axes[0])
+    ref_slow, ref_fast = sample_tempo_indices(80, window=32, tau=8, alpha=4, start=10)
+    assert len(video) == 80
+    np.testing.assert_array_equal(fast[:, 0], ref_fast)
+    np.testing.assert_array_equal(slow[:, 0], ref_slow)
+
+
+def test_invalid_settings_draw_the_error_instead_of_raising():
+    fig = plots.plot_tempo_indices(alpha=3, tau=8)
+    assert any("divisible by alpha" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_frame_and_pair_plots():
+    frames = torch.randint(0, 256, (6, 16, 16, 3), dtype=torch.uint8)
+    assert len(plots.plot_frames(frames, indices=range(6)).axes) == 6
+    fig = plots.plot_tempo_pair(torch.randn(3, 4, 16, 16), torch.randn(3, 8, 16, 16), slow_idx=range(0, 8, 2),
+                                fast_idx=range(8))
+    images_per_axis = [len(ax.images) for ax in fig.axes]
+    assert images_per_axis == [1] * 8 + [1, 0] * 4  # each slow frame under the fast frame it equals
+
+
+def test_clip_starts_and_class_examples_and_bars():
+    fig = plots.plot_clip_starts(250, 64, 10)
+    assert len(fig.axes[0].lines) == 10
+    fig = plots.plot_class_examples({"a": np.zeros((10, 8, 8, 3), np.uint8), "b": np.ones((12, 8, 8, 3), np.uint8)},
+                                    frames_per_row=4)
+    assert len(fig.axes) == 8
+    fig = plots.plot_bar({"x": 1.0, "y": 3.0}, xlabel="ms")
+    widths = sorted(p.get_width() for p in fig.axes[0].patches)
+    assert widths == [1.0, 3.0]
+
+
+def test_show_static_calls_the_function_once_with_defaults(monkeypatch):
+    calls = []
+
+    def plot(alpha, tau, n):
+        calls.append((alpha, tau, n))
+        return plots.plot_tempo_indices(alpha=alpha, tau=tau, num_frames=n)
+
+    fig = show(plot, False, alpha=IntSlider(value=2, min=1, max=4), tau=(8, 1, 16), n=fixed(100))
+    assert isinstance(fig, Figure) and calls == [(2, 8, 100)]
+
+
+def test_show_interactive_builds_a_widget():
+    widget = show(plots.plot_tempo_indices, True, alpha=IntSlider(value=2, min=1, max=4), num_frames=fixed(64))
+    assert widget.widget is not None and len(widget.widget.children) >= 2
+
+
+@pytest.mark.parametrize("control, value", [(IntSlider(value=5), 5), ((3, 0, 9), 3), (["a", "b"], "a"), (7, 7)])
+def test_default_value(control, value):
+    assert default_value(control) == value

@@ -1,0 +1,166 @@
+"""Benchmarks that print ratios measured in one run: ``python -m vthcl_lib.bench data [...]``.
+
+Taught in notebook ``01_tempo_sampling`` (decode once). Tests never assert on wall-clock time;
+these numbers go to the README. ``data`` measures, on the demo corpus:
+
+* decode clips/s per backend (one fast clip per video, at the preset's decode size);
+* the tempo pair from one decode against the fast clip alone and against two separate decodes;
+* DataLoader clips/s with 0, 1 and 2 workers, with and without the decoded-frame cache.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vthcl_lib.cache import FrameCache
+from vthcl_lib.config import Config, resolve_config
+from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, read_kinetics_csv
+from vthcl_lib.runs import write_json_atomic
+from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
+from vthcl_lib.transforms import augmentation_from_config
+from vthcl_lib.video import BACKENDS, probe, read_frames
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _draws(records: Sequence[VideoRecord], counts: Sequence[int], cfg: Config, seed: int):
+    d = cfg.data
+    rng = np.random.default_rng(seed)
+    return [sample_tempo_indices(n, window=d.window, tau=d.tau, alpha=d.alpha, rng=rng) for n in counts]
+
+
+def bench_decode(records, counts, cfg: Config, *, rounds: int = 3) -> dict[str, float]:
+    """Fast clips per second through each backend (best round of ``rounds``)."""
+    out = {}
+    for backend in BACKENDS:
+        best = float("inf")
+        for r in range(rounds):
+            draws = _draws(records, counts, cfg, r)
+            best = min(best, _seconds(lambda: [read_frames(rec.path, f, backend=backend, size=cfg.data.decode_size)
+                                               for rec, (_, f) in zip(records, draws)]))
+        out[backend] = len(records) / best
+    return out
+
+
+def bench_pair(records, counts, cfg: Config, *, rounds: int = 5) -> dict[str, float]:
+    """Seconds per video for: fast clip alone, pair from one decode, pair from two decodes (medians of rounds).
+
+    The three are interleaved round by round so that drifting machine load hits them alike.
+    """
+    d = cfg.data
+    times: dict[str, list[float]] = {"fast_alone": [], "pair_one_decode": [], "pair_two_decodes": []}
+    for r in range(rounds):
+        draws = _draws(records, counts, cfg, 100 + r)
+        times["fast_alone"].append(_seconds(lambda: [
+            read_frames(rec.path, f, backend=d.backend, size=d.decode_size) for rec, (_, f) in zip(records, draws)]))
+        times["pair_one_decode"].append(_seconds(lambda: [
+            decode_tempo_pair(rec.path, n, window=d.window, tau=d.tau, alpha=d.alpha, backend=d.backend,
+                              size=d.decode_size, rng=np.random.default_rng([100 + r, j]))
+            for j, (rec, n) in enumerate(zip(records, counts))]))
+        times["pair_two_decodes"].append(_seconds(lambda: [
+            (read_frames(rec.path, s, backend=d.backend, size=d.decode_size),
+             read_frames(rec.path, f, backend=d.backend, size=d.decode_size)) for rec, (s, f) in zip(records, draws)]))
+    return {k: statistics.median(v) / len(records) for k, v in times.items()}
+
+
+def bench_loader(records, cfg: Config, *, workers: Sequence[int] = (0, 1, 2), batch_size: int = 16,
+                 cache_dir: Path | None = None) -> dict[str, float]:
+    """DataLoader clips/s of the pre-training dataset, per worker count, without and with the cache."""
+    d = cfg.data
+    aug = augmentation_from_config(d)
+    cache = FrameCache(cache_dir or Path(d.data_root) / ".frame_cache", d.decode_size, backend=d.backend)
+    build_start = time.perf_counter()
+    cache.build([r.path for r in records], progress=False)
+    out = {"cache_build_videos_per_s": len(records) / (time.perf_counter() - build_start)}
+    sources = {"no_cache": FrameSource(backend=d.backend, decode_size=d.decode_size), "cache": FrameSource(cache=cache)}
+    for name, source in sources.items():
+        counted = [r if r.num_frames else VideoRecord(r.path, r.video_id, r.label, source.num_frames(r)) for r in records]
+        dataset = PretrainDataset(counted, window=d.window, tau=d.tau, alpha=d.alpha, transform=aug, source=source,
+                                  seed=cfg.seed, short_video=d.short_video)
+        for w in workers:
+            loader = DataLoader(dataset, batch_size=batch_size, num_workers=w, shuffle=False, drop_last=False)
+            seconds = _seconds(lambda: [batch for batch in loader])
+            out[f"{name}_workers{w}_clips_per_s"] = len(dataset) / seconds
+    return out
+
+
+def run_data_bench(cfg: Config, *, num_videos: int = 96, loader_videos: int = 256) -> dict[str, object]:
+    """All data figures for ``cfg``'s corpus, as one dict (printed and written by :func:`main`)."""
+    root = Path(cfg.data.data_root) / cfg.data.pretrain_dataset
+    records, _ = read_kinetics_csv(root, "train")
+    if not records:
+        raise ValueError(f"no videos listed under '{root}'")
+    sample = records[:num_videos]
+    counts = [probe(r.path, backend=cfg.data.backend).num_frames for r in sample]
+    torch.set_num_threads(1)  # DataLoader workers and decoders share 2 cores: keep the comparison fair
+    decode = bench_decode(sample, counts, cfg)
+    pair = bench_pair(sample, counts, cfg)
+    loader = bench_loader(records[:loader_videos], cfg)
+    return {
+        "preset": cfg.preset, "videos": len(sample), "loader_videos": min(loader_videos, len(records)),
+        "window": cfg.data.window, "tau": cfg.data.tau, "alpha": cfg.data.alpha, "decode_size": cfg.data.decode_size,
+        "decode_clips_per_s": decode,
+        "pair_seconds_per_video": pair,
+        "pair_over_fast_ratio": pair["pair_one_decode"] / pair["fast_alone"],
+        "two_decodes_over_one_ratio": pair["pair_two_decodes"] / pair["pair_one_decode"],
+        "loader": loader,
+    }
+
+
+def format_data_report(result: dict) -> str:
+    """The figures as the plain-text table the README quotes."""
+    lines = [f"data benchmark: preset={result['preset']}, {result['videos']} videos, window={result['window']}, "
+             f"tau={result['tau']}, alpha={result['alpha']}, decode_size={result['decode_size']}"]
+    for backend, rate in result["decode_clips_per_s"].items():
+        lines.append(f"  decode fast clip, {backend:<7}        {rate:8.1f} clips/s")
+    pair = result["pair_seconds_per_video"]
+    lines.append(f"  fast clip alone                  {1000 * pair['fast_alone']:8.2f} ms/video")
+    lines.append(f"  tempo pair, one decode           {1000 * pair['pair_one_decode']:8.2f} ms/video")
+    lines.append(f"  tempo pair, two decodes          {1000 * pair['pair_two_decodes']:8.2f} ms/video")
+    lines.append(f"  ratio pair(one decode) / fast alone   {result['pair_over_fast_ratio']:.3f}x")
+    lines.append(f"  ratio two decodes / one decode        {result['two_decodes_over_one_ratio']:.3f}x")
+    loader = result["loader"]
+    lines.append(f"  cache build                      {loader['cache_build_videos_per_s']:8.1f} videos/s "
+                 f"({result['loader_videos']} videos)")
+    for key, value in loader.items():
+        if key.endswith("_clips_per_s"):
+            lines.append(f"  loader {key[:-len('_clips_per_s')]:<25} {value:8.1f} clips/s")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vthcl_lib.bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    data = sub.add_parser("data", help="decoding, decode-once pairs and loader throughput")
+    data.add_argument("--preset", default="demo")
+    data.add_argument("--data-root", default=None, help="corpus root (default: the preset's)")
+    data.add_argument("--videos", type=int, default=96, help="videos for the decode figures")
+    data.add_argument("--loader-videos", type=int, default=256, help="videos for the loader figures")
+    data.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    cfg = resolve_config(args.preset, data_root=args.data_root)
+    if not (Path(cfg.data.data_root) / cfg.data.pretrain_dataset).is_dir():
+        print(f"no corpus at '{cfg.data.data_root}': run `make demo` or data_scripts/make_synthetic.py first",
+              file=sys.stderr)
+        return 2
+    result = run_data_bench(cfg, num_videos=args.videos, loader_videos=args.loader_videos)
+    print(format_data_report(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

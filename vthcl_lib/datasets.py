@@ -1,0 +1,640 @@
+"""Datasets: annotation parsers for Kinetics-, UCF-101- and HMDB-51-style roots, and the torch datasets.
+
+Taught in notebook ``00_setup_and_data`` (layouts, parsers, bad videos) and ``01_tempo_sampling``
+(the pre-training pair). Synthetic and real data share the layouts, so one parser serves both:
+
+* Kinetics: ``R/kinetics400/<split>.csv`` (``label,youtube_id,time_start,time_end,split``) and videos
+  ``<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.<ext>`` (or flat under ``<split>/``);
+* UCF-101: ``R/ucf101/UCF-101/<Class>/v_<Class>_gGG_cCC.avi`` and ``R/ucf101/ucfTrainTestlist/``
+  (``classInd.txt``, ``trainlist0{1,2,3}.txt``, ``testlist0{1,2,3}.txt``);
+* HMDB-51: ``R/hmdb51/videos/<class>/<name>.avi`` and
+  ``R/hmdb51/testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt`` (tag 1 train, 2 test, 0 unused).
+
+Bad videos (DESIGN section 6): a missing, empty, truncated or undecodable file is a counted event,
+logged as a warning on the ``vthcl_lib.datasets`` logger with the file's name; the dataset serves
+another, deterministically chosen item instead. Once more than ``failure_budget`` distinct bad files
+were met, :class:`BadVideoBudgetExceeded` stops the run and names them. Under DataLoader workers each
+worker holds its own copy of the dataset and so counts its own bad files (the budget applies per
+worker); the ``scan`` step lists every bad file before training.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vthcl_lib.cache import FrameCache
+from vthcl_lib.tempo import SHORT_VIDEO_RULES, check_tempo, sample_tempo_indices, uniform_clip_starts, window_indices
+from vthcl_lib.transforms import ClipAugmentation, augmentation_from_config, eval_transform_from_config
+from vthcl_lib.video import VideoDecodeError, probe, read_frames
+
+LOGGER_NAME = "vthcl_lib.datasets"
+KINETICS_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+SPLITS = (1, 2, 3)
+SUBSETS = ("train", "test")
+LABELED_DATASETS = ("ucf101", "hmdb51")
+
+
+class DatasetLayoutError(ValueError):
+    """A data root lacks the files its layout needs; the message names the file and the expected layout.
+
+    Notebook ``00_setup_and_data``.
+    """
+
+
+class BadVideoBudgetExceeded(RuntimeError):
+    """More bad videos than ``failure_budget`` were met; the message lists them (notebook ``00_setup_and_data``)."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a dataset: its file, an id, an optional 0-based label and frame count.
+
+    Notebook ``00_setup_and_data``.
+    """
+
+    path: Path
+    video_id: str
+    label: int | None = None
+    num_frames: int | None = None
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DatasetLayoutError(f"folder '{path}' does not exist; expected {what}")
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise DatasetLayoutError(f"file '{path}' does not exist; expected {what}")
+
+
+def _check_split(split: int, subset: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not known; expected one of {SPLITS}")
+    if subset not in SUBSETS:
+        raise ValueError(f"subset={subset!r} is not known; expected one of {SUBSETS}")
+
+
+def _text_lines(path: Path) -> list[tuple[int, str]]:
+    """Non-blank lines of a text file with their 1-based numbers; CRLF and trailing blanks removed."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+class _FolderIndex:
+    """Directory listings read once, so resolving 240k Kinetics rows costs one listing per folder."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, frozenset[str]] = {}
+
+    def contains(self, folder: Path, name: str) -> bool:
+        if folder not in self._names:
+            try:
+                self._names[folder] = frozenset(os.listdir(folder))
+            except OSError:
+                self._names[folder] = frozenset()
+        return name in self._names[folder]
+
+
+def read_kinetics_csv(root: str | os.PathLike, split: str = "train") -> tuple[list[VideoRecord], list[str]]:
+    """Records of a Kinetics-style ``root`` (``R/kinetics400``) for ``split``, in CSV order, and the label names.
+
+    Labels are indices into the sorted label names (the second return value). Each path is the first
+    existing file among ``<split>/<label>/<name>.<ext>`` and ``<split>/<name>.<ext>`` (ext ``.mp4``,
+    ``.webm``, ``.mkv``, ``.avi``; a label folder with spaces may also be spelled with underscores);
+    when none exists the canonical ``<split>/<label>/<name>.mp4`` is kept so a scan reports it
+    missing. Notebook ``00_setup_and_data``.
+    """
+    root = Path(root)
+    layout = "R/kinetics400/<split>.csv (label,youtube_id,time_start,time_end,split) and <split>/[<label>/]<video>"
+    _require_dir(root, f"a Kinetics-style root: {layout}")
+    csv_path = root / f"{split}.csv"
+    _require_file(csv_path, f"the annotation CSV of split {split!r}: {layout}")
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in KINETICS_COLUMNS if c not in header]
+        if missing:
+            raise DatasetLayoutError(
+                f"'{csv_path}' lacks the columns {missing}; expected the header {','.join(KINETICS_COLUMNS)},split"
+            )
+        rows = []
+        for line_no, row in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            if not any(row.values()):
+                continue
+            try:
+                start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            except ValueError as err:
+                raise DatasetLayoutError(
+                    f"'{csv_path}' line {line_no}: time_start/time_end must be numbers, got "
+                    f"{row['time_start']!r}/{row['time_end']!r}"
+                ) from err
+            if not row["youtube_id"]:
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: empty youtube_id")
+            rows.append((row["label"], f"{row['youtube_id']}_{start:06d}_{end:06d}"))
+    label_names = sorted({label for label, _ in rows if label})
+    label_ids = {name: k for k, name in enumerate(label_names)}
+    split_dir = root / split
+    folders = _FolderIndex()
+    records = []
+    for label, name in rows:
+        candidates = [split_dir / label, split_dir / label.replace(" ", "_"), split_dir] if label else [split_dir]
+        path = next(
+            (folder / (name + ext) for folder in dict.fromkeys(candidates) for ext in KINETICS_EXTENSIONS
+             if folders.contains(folder, name + ext)),
+            candidates[0] / f"{name}.mp4",
+        )
+        records.append(VideoRecord(path=path, video_id=name, label=label_ids.get(label)))
+    return records, label_names
+
+
+def read_ucf101_split(
+    root: str | os.PathLike, split: int = 1, subset: str = "train"
+) -> tuple[list[VideoRecord], list[str]]:
+    """Records of UCF-101-style ``root`` (``R/ucf101``) for ``split`` 1..3 and ``subset`` "train"/"test".
+
+    Labels are 0-based; class names come from ``classInd.txt`` in id order. The label of a line is
+    its class folder (test lists carry no id); a train line's id must agree. Tolerates CRLF and
+    trailing blanks. Notebook ``00_setup_and_data``.
+    """
+    _check_split(split, subset)
+    root = Path(root)
+    layout = ("R/ucf101/UCF-101/<Class>/v_<Class>_gGG_cCC.avi and "
+              "R/ucf101/ucfTrainTestlist/{classInd,trainlist0k,testlist0k}.txt")
+    _require_dir(root, f"a UCF-101-style root: {layout}")
+    lists_dir, videos_dir = root / "ucfTrainTestlist", root / "UCF-101"
+    _require_dir(lists_dir, f"the split lists folder: {layout}")
+    _require_dir(videos_dir, f"the video folder: {layout}")
+    class_file = lists_dir / "classInd.txt"
+    _require_file(class_file, f"lines '<id> <ClassName>' with 1-based ids: {layout}")
+    by_id: dict[int, str] = {}
+    for line_no, line in _text_lines(class_file):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DatasetLayoutError(f"'{class_file}' line {line_no}: expected '<id> <ClassName>', got {line!r}")
+        by_id[int(parts[0])] = parts[1]
+    if sorted(by_id) != list(range(1, len(by_id) + 1)):
+        raise DatasetLayoutError(f"'{class_file}': class ids must run 1..{len(by_id)}, got {sorted(by_id)}")
+    class_names = [by_id[k] for k in sorted(by_id)]
+    # Case-insensitive: the real lists spell some class names with another case than their folder.
+    label_of = {name.lower(): k for k, name in enumerate(class_names)}
+    list_file = lists_dir / f"{subset}list0{split}.txt"
+    _require_file(list_file, f"the {subset} list of split {split}: {layout}")
+    records = []
+    for line_no, line in _text_lines(list_file):
+        parts = line.split()
+        rel = parts[0].replace("\\", "/")
+        folder = rel.split("/")[0]
+        if "/" not in rel or folder.lower() not in label_of or len(parts) > 2:
+            raise DatasetLayoutError(
+                f"'{list_file}' line {line_no}: expected '<ClassName>/<video>.avi[ <id>]' with a class of "
+                f"classInd.txt, got {line!r}"
+            )
+        label = label_of[folder.lower()]
+        if len(parts) == 2 and parts[1] != str(label + 1):
+            raise DatasetLayoutError(
+                f"'{list_file}' line {line_no}: id {parts[1]} disagrees with class '{folder}' (id {label + 1})"
+            )
+        path = videos_dir / rel
+        records.append(VideoRecord(path=path, video_id=path.stem, label=label))
+    return records, class_names
+
+
+_HMDB_SPLIT_FILE = re.compile(r"^(?P<name>.+)_test_split(?P<split>[123])\.txt$")
+
+
+def read_hmdb51_split(
+    root: str | os.PathLike, split: int = 1, subset: str = "train"
+) -> tuple[list[VideoRecord], list[str]]:
+    """Records of HMDB-51-style ``root`` (``R/hmdb51``) for ``split`` 1..3 and ``subset`` "train"/"test".
+
+    Class ids are the sorted class names, 0-based; tag 1 lines are train, 2 test, 0 unused (left
+    out). Tolerates CRLF and trailing blanks. Notebook ``00_setup_and_data``.
+    """
+    _check_split(split, subset)
+    root = Path(root)
+    layout = "R/hmdb51/videos/<class>/<name>.avi and R/hmdb51/testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt"
+    _require_dir(root, f"an HMDB-51-style root: {layout}")
+    splits_dir, videos_dir = root / "testTrainMulti_7030_splits", root / "videos"
+    _require_dir(splits_dir, f"the split files folder: {layout}")
+    _require_dir(videos_dir, f"the video folder: {layout}")
+    split_files = {}
+    for entry in splits_dir.iterdir():
+        match = _HMDB_SPLIT_FILE.match(entry.name)
+        if match and int(match["split"]) == split:
+            split_files[match["name"]] = entry
+    if not split_files:
+        raise DatasetLayoutError(
+            f"folder '{splits_dir}' holds no '<class>_test_split{split}.txt' files; expected {layout}"
+        )
+    class_names = sorted(split_files)
+    wanted_tag = "1" if subset == "train" else "2"
+    records = []
+    for label, name in enumerate(class_names):
+        for line_no, line in _text_lines(split_files[name]):
+            parts = line.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise DatasetLayoutError(
+                    f"'{split_files[name]}' line {line_no}: expected '<video>.avi <tag>' with tag 0, 1 or 2, "
+                    f"got {line!r}"
+                )
+            if parts[1] == wanted_tag:
+                path = videos_dir / name / parts[0]
+                records.append(VideoRecord(path=path, video_id=path.stem, label=label))
+    return records, class_names
+
+
+# --------------------------------------------------------------------------- frames
+
+
+class FrameSource:
+    """Where a dataset gets frames: a :class:`FrameCache` when given, else direct decoding.
+
+    Holds no open reader (only a backend name, a size and the cache's folder), so it is safe to
+    fork into DataLoader workers. With a cache, frames come at the cache's ``decode_size`` from the
+    cache's backend. Notebook ``01_tempo_sampling``.
+    """
+
+    def __init__(
+        self,
+        backend: str = "decord",
+        decode_size: tuple[int, int] | None = None,
+        cache: FrameCache | None = None,
+    ):
+        if cache is not None and decode_size is not None and tuple(decode_size) != cache.decode_size:
+            raise ValueError(
+                f"decode_size={tuple(decode_size)} differs from the cache's decode_size={cache.decode_size}; "
+                "pass decode_size=None to use the cache's"
+            )
+        self.backend = backend
+        if cache is not None:
+            decode_size = cache.decode_size
+        self.decode_size = None if decode_size is None else tuple(decode_size)
+        self.cache = cache
+
+    def __repr__(self) -> str:
+        return f"FrameSource(backend={self.backend!r}, decode_size={self.decode_size}, cache={self.cache!r})"
+
+    def num_frames(self, record: VideoRecord) -> int:
+        """Frame count of ``record``: the cache's, else the record's own, else :func:`probe`'s.
+
+        Notebook ``01_tempo_sampling``.
+        """
+        if self.cache is not None:
+            return self.cache.num_frames(record.path)
+        if record.num_frames is not None:
+            return int(record.num_frames)
+        return probe(record.path, backend=self.backend).num_frames
+
+    def read(self, record: VideoRecord, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Frames ``indices`` of ``record`` as uint8 ``[T, H, W, 3]`` (notebook ``01_tempo_sampling``)."""
+        if self.cache is None:
+            return read_frames(record.path, indices, backend=self.backend, size=self.decode_size)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0 or idx.min() < 0:
+            raise ValueError(f"indices must be a non-empty sequence of frame numbers >= 0, got {indices!r}")
+        frames = self.cache.frames(record.path)
+        if idx.max() >= frames.shape[0]:
+            raise VideoDecodeError(
+                record.path, f"frame {idx.max()} requested but the cache holds {frames.shape[0]} frames"
+            )
+        return torch.from_numpy(np.ascontiguousarray(frames[idx]))
+
+
+def _transform_clip(transform: Callable, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """One clip through either call convention: ``aug(frames, rng=...)`` -> tuple, or ``t(frames)``."""
+    if isinstance(transform, ClipAugmentation):
+        return transform(frames, rng=rng)[0]
+    out = transform(frames)
+    return out[0] if isinstance(out, tuple) else out
+
+
+class _BadVideoTracker:
+    """Shared bad-video bookkeeping of the datasets: count, log, enforce the budget, pick a substitute."""
+
+    records: list[VideoRecord]
+    seed: int
+    epoch: int
+    failure_budget: int
+    bad_videos: dict[str, str]
+    logger: logging.Logger
+
+    def _init_tracking(self, failure_budget: int, logger: logging.Logger | None) -> None:
+        if int(failure_budget) != failure_budget or failure_budget < 0:
+            raise ValueError(f"failure_budget={failure_budget!r} must be a whole number >= 0")
+        self.failure_budget = int(failure_budget)
+        self.bad_videos = {}
+        self._distinct_videos = len({str(r.path) for r in self.records})
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: a (seed, epoch, index) always gives the same sample (notebook ``01_tempo_sampling``)."""
+        self.epoch = int(epoch)
+
+    def _note_bad(self, record: VideoRecord, reason: str) -> None:
+        key = str(record.path)
+        if key in self.bad_videos:
+            return
+        self.bad_videos[key] = reason
+        self.logger.warning(
+            "bad video '%s': %s; serving another video instead (%d bad so far, budget %d)",
+            key, reason, len(self.bad_videos), self.failure_budget,
+        )
+        if len(self.bad_videos) > self.failure_budget:
+            listing = "\n".join(f"  {path}: {why}" for path, why in self.bad_videos.items())
+            raise BadVideoBudgetExceeded(
+                f"{len(self.bad_videos)} bad videos met, more than failure_budget={self.failure_budget}; "
+                f"run the scan step, fix or quarantine them:\n{listing}"
+            )
+
+    def _candidates(self, index: int):
+        """``index`` first, then substitutes drawn from their own stream, skipping known bad files.
+
+        The substitutes come from ``default_rng([seed, epoch, index, 1])`` so that the choice does not
+        depend on how much randomness a failed attempt used.
+        """
+        yield index
+        draw = np.random.default_rng([self.seed, self.epoch, index, 1])
+        while True:
+            if len(self.bad_videos) >= self._distinct_videos:
+                raise BadVideoBudgetExceeded(
+                    f"every one of the {len(self.records)} videos is bad:\n"
+                    + "\n".join(f"  {path}: {why}" for path, why in self.bad_videos.items())
+                )
+            yield int(draw.integers(len(self.records)))
+
+    def _serve(self, index: int, make: Callable[[VideoRecord, np.random.Generator], tuple]) -> tuple[int, tuple]:
+        """Run ``make(record, rng)`` on ``index`` or, when its video is bad, on a substitute."""
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self.records)} videos")
+        for candidate in self._candidates(index):
+            record = self.records[candidate]
+            if str(record.path) in self.bad_videos:
+                continue
+            # A fresh generator per attempt: the served sample depends on (seed, epoch, index) only.
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            try:
+                return candidate, make(record, rng)
+            except VideoDecodeError as err:
+                self._note_bad(record, err.reason)
+        raise AssertionError("unreachable")  # pragma: no cover - _candidates never ends by itself
+
+
+def _num_frames_or_bad(source: FrameSource, record: VideoRecord) -> int:
+    n = source.num_frames(record)
+    if n < 1:
+        raise VideoDecodeError(record.path, "the video holds no frames")
+    return n
+
+
+class PretrainDataset(_BadVideoTracker, Dataset):
+    """Visual-tempo pairs for pre-training: ``(slow, fast, index)`` per item (notebook ``01_tempo_sampling``).
+
+    Each item draws one window of ``window`` consecutive frames (uniform start), decodes the fast
+    clip (stride ``tau/alpha``, ``alpha*window/tau`` frames) ONCE, applies ONE augmentation draw of
+    ``transform`` to it and takes the slow clip as ``fast[:, ::alpha]`` (``window/tau`` frames),
+    which equals augmenting ``fast[::alpha]`` with the same draw. Shapes: float
+    ``[C, window/tau, h, w]`` and ``[C, alpha*window/tau, h, w]``.
+
+    Randomness comes from ``np.random.default_rng([seed, epoch, index])``; call :meth:`set_epoch`
+    each epoch. The returned index is the memory-bank index of the video actually served: ``index``
+    itself, or the substitute's index when the video was bad (module docstring). ``bad_videos``
+    maps each bad file met (by this process) to the reason.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        window: int,
+        tau: int,
+        alpha: int,
+        transform: ClipAugmentation,
+        source: FrameSource,
+        seed: int = 0,
+        short_video: str = "clamp",
+        failure_budget: int = 20,
+        logger: logging.Logger | None = None,
+    ):
+        check_tempo(window, tau, alpha)
+        if short_video not in SHORT_VIDEO_RULES:
+            raise ValueError(f"short_video={short_video!r} is not known; expected one of {SHORT_VIDEO_RULES}")
+        if not records:
+            raise ValueError("records is empty: a pre-training dataset needs at least one video")
+        self.records = list(records)
+        self.window, self.tau, self.alpha = int(window), int(tau), int(alpha)
+        self.transform, self.source = transform, source
+        self.seed, self.epoch, self.short_video = int(seed), 0, short_video
+        self._init_tracking(failure_budget, logger)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _make(self, record: VideoRecord, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n = _num_frames_or_bad(self.source, record)
+        _, fast_idx = sample_tempo_indices(
+            n, window=self.window, tau=self.tau, alpha=self.alpha, rng=rng, short_video=self.short_video
+        )
+        fast = _transform_clip(self.transform, self.source.read(record, fast_idx), rng)
+        return fast[:, :: self.alpha], fast
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        served, (slow, fast) = self._serve(int(index), self._make)
+        return slow, fast, served
+
+
+class LabeledClipDataset(_BadVideoTracker, Dataset):
+    """Labeled clips for fine-tuning and testing (notebook ``06_action_recognition``).
+
+    ``mode="train"``: one random window of ``num_frames*stride`` frames, ``num_frames`` frames at
+    ``stride``, returns ``(clip [C, T, h, w], label, video_id)``. ``mode="test"``: ``num_clips``
+    windows at :func:`vthcl_lib.tempo.uniform_clip_starts` over the whole video (their frames
+    decoded together, once), returns ``(clips [num_clips, C, T, h, w], label, video_id)``.
+    ``transform`` is a :class:`ClipAugmentation` (called with the item's rng; in test mode one draw
+    per clip) or an :class:`EvalTransform`-like ``t(frames)``. Bad videos as in the module docstring;
+    a substitute's label and id are returned with its clip.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        num_frames: int,
+        stride: int,
+        transform: Callable,
+        source: FrameSource,
+        mode: str = "train",
+        num_clips: int = 10,
+        seed: int = 0,
+        short_video: str = "clamp",
+        failure_budget: int = 20,
+        logger: logging.Logger | None = None,
+    ):
+        for name, value in (("num_frames", num_frames), ("stride", stride), ("num_clips", num_clips)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name}={value!r} must be a whole number >= 1")
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode={mode!r} is not known; expected 'train' or 'test'")
+        if short_video not in SHORT_VIDEO_RULES:
+            raise ValueError(f"short_video={short_video!r} is not known; expected one of {SHORT_VIDEO_RULES}")
+        if not records:
+            raise ValueError("records is empty: a labeled dataset needs at least one video")
+        unlabeled = [r for r in records if r.label is None]
+        if unlabeled:
+            raise ValueError(f"{len(unlabeled)} records have no label, e.g. '{unlabeled[0].path}'")
+        self.records = list(records)
+        self.num_frames, self.stride, self.num_clips = int(num_frames), int(stride), int(num_clips)
+        self.window = self.num_frames * self.stride
+        self.transform, self.source, self.mode = transform, source, mode
+        self.seed, self.epoch, self.short_video = int(seed), 0, short_video
+        self._init_tracking(failure_budget, logger)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def clip_indices(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Frame indices ``[clips, T]`` this dataset reads from a ``num_frames``-frame video.
+
+        Train mode: one window with a uniform random start (``rng``); test mode: the
+        ``uniform_clip_starts`` windows. Notebook ``01_tempo_sampling``.
+        """
+        if self.mode == "train":
+            rng = np.random.default_rng() if rng is None else rng
+            starts = [int(rng.integers(0, max(num_frames - self.window, 0) + 1))]
+        else:
+            starts = uniform_clip_starts(num_frames, window=self.window, num_clips=self.num_clips)
+        return np.stack([
+            window_indices(int(s), num_frames, window=self.window, stride=self.stride, short_video=self.short_video)
+            for s in starts
+        ])
+
+    def _make(self, record: VideoRecord, rng: np.random.Generator) -> tuple[torch.Tensor]:
+        idx = self.clip_indices(_num_frames_or_bad(self.source, record), rng)
+        frames = self.source.read(record, idx.reshape(-1))  # every distinct frame decoded once
+        clips = frames.reshape(idx.shape[0], idx.shape[1], *frames.shape[1:])
+        out = [_transform_clip(self.transform, clip, rng) for clip in clips]
+        return (out[0],) if self.mode == "train" else (torch.stack(out),)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        served, (clip,) = self._serve(int(index), self._make)
+        record = self.records[served]
+        return clip, int(record.label), record.video_id
+
+
+# --------------------------------------------------------------------------- builders from a config
+
+
+def frame_source_from_config(data_cfg) -> FrameSource:
+    """The :class:`FrameSource` a :class:`vthcl_lib.config.DataConfig` describes (notebook ``00_setup_and_data``).
+
+    With ``use_cache`` the frames come from a :class:`FrameCache` under ``cache_dir`` (default
+    ``<data_root>/.frame_cache``).
+    """
+    if not data_cfg.use_cache:
+        return FrameSource(backend=data_cfg.backend, decode_size=data_cfg.decode_size)
+    cache_dir = data_cfg.cache_dir or Path(data_cfg.data_root) / ".frame_cache"
+    return FrameSource(cache=FrameCache(cache_dir, data_cfg.decode_size, backend=data_cfg.backend))
+
+
+def _prepare_records(
+    records: list[VideoRecord], source: FrameSource, failure_budget: int, *, progress: bool
+) -> tuple[list[VideoRecord], dict[str, str]]:
+    """With a cache: decode everything up front, fill in frame counts, collect the bad files."""
+    if source.cache is None:
+        return records, {}
+    failures = source.cache.build([r.path for r in records], progress=progress, skip_bad=True)
+    logger = logging.getLogger(LOGGER_NAME)
+    for path, reason in failures.items():
+        logger.warning("bad video '%s': %s", path, reason)
+    if len(failures) > failure_budget:
+        listing = "\n".join(f"  {path}: {why}" for path, why in failures.items())
+        raise BadVideoBudgetExceeded(
+            f"{len(failures)} bad videos, more than failure_budget={failure_budget}; "
+            f"run the scan step, fix or quarantine them:\n{listing}"
+        )
+    if len(failures) == len({str(r.path) for r in records}):
+        raise BadVideoBudgetExceeded(f"none of the {len(records)} videos can be decoded")
+    records = [
+        r if str(r.path) in failures else replace(r, num_frames=source.cache.num_frames(r.path)) for r in records
+    ]
+    return records, failures
+
+
+def build_pretrain_dataset(cfg, *, split: str = "train", progress: bool = True) -> PretrainDataset:
+    """Config -> Kinetics-style records -> frame source (cache if ``use_cache``) -> augmentation -> dataset.
+
+    Raises :class:`DatasetLayoutError` when ``<data_root>/<pretrain_dataset>`` or its CSV is missing.
+    With the cache, every video is decoded once here (``progress`` shows a bar) and files that fail
+    are counted as bad from the start. Notebook ``05_hierarchical_pretraining``.
+    """
+    d = cfg.data
+    root = Path(d.data_root) / d.pretrain_dataset
+    _require_dir(root, f"the pre-training dataset folder '{d.pretrain_dataset}' under data_root='{d.data_root}' "
+                       "(generate the synthetic data or prepare Kinetics-400 first)")
+    records, _ = read_kinetics_csv(root, split)
+    if not records:
+        raise DatasetLayoutError(f"'{root / (split + '.csv')}' lists no videos")
+    source = frame_source_from_config(d)
+    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress)
+    dataset = PretrainDataset(
+        records, window=d.window, tau=d.tau, alpha=d.alpha, transform=augmentation_from_config(d), source=source,
+        seed=cfg.seed, short_video=d.short_video, failure_budget=d.failure_budget,
+    )
+    dataset.bad_videos.update(failures)
+    return dataset
+
+
+def build_labeled_dataset(
+    cfg,
+    dataset: str = "ucf101",
+    split: int = 1,
+    subset: str = "train",
+    mode: str | None = None,
+    *,
+    num_frames: int | None = None,
+    stride: int | None = None,
+    progress: bool = True,
+) -> LabeledClipDataset:
+    """Config -> UCF-101/HMDB-51 records -> frame source -> transform -> :class:`LabeledClipDataset`.
+
+    ``mode`` defaults to "train" for the train subset (augmentation from the config) and "test"
+    otherwise (:class:`EvalTransform`, ``num_test_clips`` clips). Clips have ``num_frames`` frames
+    at ``stride`` (defaults: the slow clip's ``window/tau`` frames at stride ``tau``, as fine-tuning
+    feeds the slow encoder). Raises :class:`DatasetLayoutError` when ``<data_root>/<dataset>`` is
+    missing. Notebook ``06_action_recognition``.
+    """
+    if dataset not in LABELED_DATASETS:
+        raise ValueError(f"dataset={dataset!r} is not known; expected one of {LABELED_DATASETS}")
+    mode = mode or ("train" if subset == "train" else "test")
+    d = cfg.data
+    root = Path(d.data_root) / dataset
+    _require_dir(root, f"the '{dataset}' folder under data_root='{d.data_root}' "
+                       "(generate the synthetic data or prepare the dataset first)")
+    reader = read_ucf101_split if dataset == "ucf101" else read_hmdb51_split
+    records, _ = reader(root, split, subset)
+    if not records:
+        raise DatasetLayoutError(f"split {split} of '{root}' lists no {subset} videos")
+    source = frame_source_from_config(d)
+    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress)
+    transform = augmentation_from_config(d) if mode == "train" else eval_transform_from_config(d)
+    labeled = LabeledClipDataset(
+        records, num_frames=num_frames or d.window // d.tau, stride=stride or d.tau, transform=transform,
+        source=source, mode=mode, num_clips=d.num_test_clips, seed=cfg.seed, short_video=d.short_video,
+        failure_budget=d.failure_budget,
+    )
+    labeled.bad_videos.update(failures)
+    return labeled
