@@ -58,10 +58,18 @@ def test_unknown_preset():
         resolve_config("big")
 
 
-def test_paths_resolve_against_base_dir(tmp_path):
+def test_paths_resolve_against_base_dir(tmp_path, monkeypatch):
     cfg = resolve_config("ci", base_dir=tmp_path)
     assert cfg.data.data_root == str(tmp_path / "data/synthetic/ci")
     assert cfg.run_dir == str(tmp_path / "runs/ci")
+    # A path the caller passes is the caller's: relative to the current directory, not to base_dir.
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cfg = resolve_config("ci", base_dir="..", run_dir="../runs/x", data_root="/abs/data")
+    assert cfg.run_dir == str(tmp_path / "runs/x") and cfg.data.data_root == "/abs/data"
+    assert cfg.data.cache_dir is None
+    assert resolve_config("ci", base_dir="..", run_name="01_x").run_dir == str(tmp_path / "runs/ci/01_x")
 
 
 def test_params_files_are_valid_configs():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -62,25 +63,30 @@ def bench_pair(records, counts, cfg: Config, *, rounds: int = 5) -> dict[str, fl
     d = cfg.data
     times: dict[str, list[float]] = {"fast_alone": [], "pair_one_decode": [], "pair_two_decodes": []}
     for r in range(rounds):
-        draws = _draws(records, counts, cfg, 100 + r)
+        # The same per-video generator for all three, so they decode the same windows.
+        rngs = lambda: [np.random.default_rng([100 + r, j]) for j in range(len(records))]  # noqa: E731
+        draws = [sample_tempo_indices(n, window=d.window, tau=d.tau, alpha=d.alpha, rng=g) for n, g in zip(counts, rngs())]
         times["fast_alone"].append(_seconds(lambda: [
             read_frames(rec.path, f, backend=d.backend, size=d.decode_size) for rec, (_, f) in zip(records, draws)]))
         times["pair_one_decode"].append(_seconds(lambda: [
             decode_tempo_pair(rec.path, n, window=d.window, tau=d.tau, alpha=d.alpha, backend=d.backend,
-                              size=d.decode_size, rng=np.random.default_rng([100 + r, j]))
-            for j, (rec, n) in enumerate(zip(records, counts))]))
+                              size=d.decode_size, rng=g)
+            for rec, n, g in zip(records, counts, rngs())]))
         times["pair_two_decodes"].append(_seconds(lambda: [
             (read_frames(rec.path, s, backend=d.backend, size=d.decode_size),
              read_frames(rec.path, f, backend=d.backend, size=d.decode_size)) for rec, (s, f) in zip(records, draws)]))
     return {k: statistics.median(v) / len(records) for k, v in times.items()}
 
 
-def bench_loader(records, cfg: Config, *, workers: Sequence[int] = (0, 1, 2), batch_size: int = 16,
-                 cache_dir: Path | None = None) -> dict[str, float]:
-    """DataLoader clips/s of the pre-training dataset, per worker count, without and with the cache."""
+def bench_loader(records, cfg: Config, cache_dir: Path, *, workers: Sequence[int] = (0, 1, 2),
+                 batch_size: int = 16) -> dict[str, float]:
+    """DataLoader clips/s of the pre-training dataset, per worker count, without and with the cache.
+
+    ``cache_dir`` should be empty, so that the cache build time is a real first decode.
+    """
     d = cfg.data
     aug = augmentation_from_config(d)
-    cache = FrameCache(cache_dir or Path(d.data_root) / ".frame_cache", d.decode_size, backend=d.backend)
+    cache = FrameCache(cache_dir, d.decode_size, backend=d.backend)
     build_start = time.perf_counter()
     cache.build([r.path for r in records], progress=False)
     out = {"cache_build_videos_per_s": len(records) / (time.perf_counter() - build_start)}
@@ -107,7 +113,8 @@ def run_data_bench(cfg: Config, *, num_videos: int = 96, loader_videos: int = 25
     torch.set_num_threads(1)  # DataLoader workers and decoders share 2 cores: keep the comparison fair
     decode = bench_decode(sample, counts, cfg)
     pair = bench_pair(sample, counts, cfg)
-    loader = bench_loader(records[:loader_videos], cfg)
+    with tempfile.TemporaryDirectory(prefix="vthcl-bench-cache-") as cache_dir:
+        loader = bench_loader(records[:loader_videos], cfg, Path(cache_dir))
     return {
         "preset": cfg.preset, "videos": len(sample), "loader_videos": min(loader_videos, len(records)),
         "window": cfg.data.window, "tau": cfg.data.tau, "alpha": cfg.data.alpha, "decode_size": cfg.data.decode_size,

@@ -223,22 +223,38 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"synthetic min_frames={s.min_frames}, max_frames={s.max_frames}: expected 1 <= min <= max")
 
 
-def resolve_config(preset: str | None = None, *, base_dir: str | os.PathLike | None = None, **overrides: Any) -> Config:
-    """The preset's config with ``overrides`` applied; relative paths resolved against ``base_dir``.
+def resolve_config(
+    preset: str | None = None,
+    *,
+    base_dir: str | os.PathLike | None = None,
+    run_name: str | None = None,
+    **overrides: Any,
+) -> Config:
+    """The preset's config with ``overrides`` applied (notebook ``00_setup_and_data``).
 
     Notebooks call ``resolve_config(PRESET, base_dir="..", data_root=DATA_ROOT, ...)`` in their
-    third cell (notebook ``00_setup_and_data``).
+    third cell. The presets' own relative paths (``data/...``, ``runs/...``) are relative to the
+    project root, so they resolve against ``base_dir``; a path passed in as an override is the
+    caller's, so it resolves against the current directory, as a user typing it would expect.
+    ``run_name`` (a notebook's name) makes the default run folder ``runs/<preset>/<run_name>``.
     """
     cfg = apply_overrides(_preset(preset or "demo"), overrides)
-    if base_dir is not None:
-        base = Path(base_dir)
-        rel = lambda p: p if p is None or Path(p).is_absolute() else str((base / p).resolve())  # noqa: E731
-        cfg = replace(
-            cfg,
-            run_dir=rel(cfg.run_dir),
-            data=replace(cfg.data, data_root=rel(cfg.data.data_root), cache_dir=rel(cfg.data.cache_dir)),
-        )
-    return cfg
+    if run_name and overrides.get("run_dir") is None:
+        cfg = replace(cfg, run_dir=str(Path(cfg.run_dir) / run_name))
+    if base_dir is None:
+        return cfg
+    given = {key.rpartition(".")[2] for key, value in overrides.items() if value is not None}
+
+    def rel(name: str, path: str | None) -> str | None:
+        if path is None or Path(path).is_absolute():
+            return path
+        return str((Path(path) if name in given else Path(base_dir) / path).resolve())
+
+    return replace(
+        cfg,
+        run_dir=rel("run_dir", cfg.run_dir),
+        data=replace(cfg.data, data_root=rel("data_root", cfg.data.data_root), cache_dir=rel("cache_dir", cfg.data.cache_dir)),
+    )
 
 
 def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
