@@ -73,7 +73,7 @@ FLIP_BEHAVIOUR = {
 # axis (u -> -u), which makes the renderer mirror-exact.
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon")
 
-GENERATOR_VERSION = 1  # bump when the content changes, so ensure_synthetic regenerates old corpora
+GENERATOR_VERSION = 2  # 2: MPEG-4 files at a fixed quantiser (the default rate control blurred them into blocks)
 LAYOUT_DIRS = ("kinetics400", "ucf101", "hmdb51")
 STAMP_NAME = "corpus.json"
 _IN_PROGRESS_NAME = ".synthetic_in_progress"

@@ -311,7 +311,8 @@ def write_video(
 
     The codec follows the extension (H.264 ``.mp4``, MPEG-4 ``.avi``, VP9 ``.webm``) unless
     ``codec`` is given (``"mjpeg"`` for MJPEG ``.avi``). H.264 needs even frame sizes. ``quality``
-    is a constant-quality level (lower is better) where the codec has one; ``gop`` the keyframe
+    is a constant-quality level (lower is better): x264/VP9 CRF (their defaults when None), the
+    MPEG-4/MJPEG quantiser (4 when None); ``gop`` the keyframe
     interval (short GOPs make seeking cheap). The file appears under
     its name only once complete. Used by the synthetic generator (notebook ``00_setup_and_data``).
     """
@@ -332,6 +333,8 @@ def write_video(
     # x264's macroblock tree makes its output differ from run to run on identical frames; without it
     # the same frames give the same bytes (the synthetic corpus is reproducible bit for bit).
     options = {"x264-params": "mbtree=0"} if codec == "libx264" else {}
+    if quality is None and codec in ("mpeg4", "mjpeg"):
+        quality = 4  # their default rate control starves small noisy frames into flat 8x8 blocks
     if quality is not None:
         q = str(quality)  # x264/VP9: constant rate factor; MPEG-4/MJPEG: a fixed quantiser
         options |= {"libx264": {"crf": q}, "libvpx-vp9": {"crf": q, "b": "0"}}.get(codec, {"qmin": q, "qmax": q})
