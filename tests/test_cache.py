@@ -158,3 +158,14 @@ def test_bad_arguments():
         FrameCache("x", (16, 16), backend="opencv")
     with pytest.raises(ValueError, match="decode_size"):
         FrameCache("x", (0, 16))
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_truncated_video_is_bad_with_either_backend(tmp_path, backend):
+    whole = write_video(tmp_path / "whole.avi", numbered_frames(40)).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: int(len(whole) * 0.8)])
+    cache = FrameCache(tmp_path / "cache", (32, 32), backend=backend)
+    with pytest.raises(VideoDecodeError, match="cut.avi"):
+        cache.frames(cut)
+    assert not list((tmp_path / "cache").glob("*.npy"))

@@ -26,7 +26,7 @@ from vthcl_lib.datasets import (
 )
 from vthcl_lib.tempo import uniform_clip_starts
 from vthcl_lib.transforms import ClipAugmentation, EvalTransform
-from vthcl_lib.video import probe, write_video
+from vthcl_lib.video import count_decodable_frames, declared_frames, write_video
 
 SIZE = 32  # frames are SIZE x SIZE
 CELL = 8  # the frame number is written as bright/dark CELL x CELL blocks, one per bit
@@ -97,11 +97,11 @@ def bad_files(tmp_path_factory, videos) -> dict[str, Path]:
     truncated = root / "truncated.mp4"
     data = videos[3].read_bytes()
     truncated.write_bytes(data[: len(data) // 2])  # the MP4 index is gone: opening fails
-    # An AVI cut at 80% still opens and reports frames, but decoding stops part-way.
+    # An AVI cut at 80%: its header still promises 40 frames, but decoding stops part-way.
     data = write_video(root / "whole.avi", numbered_frames(40)).read_bytes()
     cut_avi = root / "cut.avi"
     cut_avi.write_bytes(data[: int(len(data) * 0.8)])
-    assert probe(cut_avi).num_frames > 0, "the cut AVI should still open; adjust the cut"
+    assert declared_frames(cut_avi) == 40 and count_decodable_frames(cut_avi) < 40, "adjust the cut"
     return {"missing": root / "missing.mp4", "empty": empty, "noise": noise, "truncated": truncated, "cut_avi": cut_avi}
 
 

@@ -30,7 +30,7 @@ from typing import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from vthcl_lib.video import BACKENDS, VideoDecodeError, count_decodable_frames, probe, read_frames
+from vthcl_lib.video import BACKENDS, VideoDecodeError, probe, read_frames
 
 
 class FrameCache:
@@ -118,17 +118,10 @@ class FrameCache:
         return entry
 
     def _decode_whole(self, path: Path) -> np.ndarray:
+        # A truncated file fails here with either backend (decord's probe checks the header's count;
+        # PyAV's read stops short): DESIGN section 6 counts it as bad, not as a shorter video.
         num_frames = probe(path, backend=self.backend).num_frames
-        try:
-            frames = read_frames(path, np.arange(num_frames), backend=self.backend, size=self.decode_size)
-        except VideoDecodeError:
-            if self.backend != "pyav":
-                raise
-            # PyAV's container frame count can overstate what decodes; keep what truly decodes.
-            decodable = count_decodable_frames(path)
-            if not 0 < decodable < num_frames:
-                raise
-            frames = read_frames(path, np.arange(decodable), backend=self.backend, size=self.decode_size)
+        frames = read_frames(path, np.arange(num_frames), backend=self.backend, size=self.decode_size)
         return np.ascontiguousarray(frames.numpy())
 
     def build(

@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from vthcl_lib.video import BACKENDS, VideoDecodeError, VideoInfo, count_decodable_frames, probe, read_frames
+from vthcl_lib.video import BACKENDS, VideoDecodeError, VideoInfo, count_decodable_frames, declared_frames, probe, read_frames
 
 PROBLEMS = ("missing", "empty", "undecodable", "truncated", "too_short")
 DATASETS = ("kinetics400", "ucf101", "hmdb51")
@@ -135,20 +135,6 @@ class ScanReport:
         return ScanReport([replace(check, path=Path(p)) for check, p in zip(self.checks, paths)])
 
 
-def _declared_frames(path: Path) -> int | None:
-    """Frame count written in the container's header (0/unknown -> None); never raises."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return None
-            declared = int(container.streams.video[0].frames or 0)
-    except Exception:  # noqa: BLE001 - a second opinion only; the backend's verdict stands
-        return None
-    return declared if declared > 0 else None
-
-
 def check_video(path: str | os.PathLike, *, min_frames: int = 1, backend: str = "decord") -> VideoCheck:
     """Scan one video and return its :class:`VideoCheck` (verdicts as in the module docstring).
 
@@ -162,7 +148,7 @@ def check_video(path: str | os.PathLike, *, min_frames: int = 1, backend: str = 
     try:
         info = probe(path, backend=backend)
     except VideoDecodeError as err:
-        return VideoCheck(path, "undecodable", err.reason)
+        return VideoCheck(path, "truncated" if err.reason.startswith("truncated") else "undecodable", err.reason)
     except Exception as err:  # noqa: BLE001 - a scan must survive whatever a broken file triggers
         return VideoCheck(path, "undecodable", f"{type(err).__name__}: {err}")
     try:
@@ -180,7 +166,7 @@ def check_video(path: str | os.PathLike, *, min_frames: int = 1, backend: str = 
     except Exception as err:  # noqa: BLE001
         reason = err.reason if isinstance(err, VideoDecodeError) else f"{type(err).__name__}: {err}"
         return VideoCheck(path, "undecodable", f"full decode: {reason}", info)
-    expected = max(info.num_frames, _declared_frames(path) or 0)
+    expected = max(info.num_frames, declared_frames(path) or 0)
     if decodable < expected:
         detail = f"only {decodable} of {expected} frames decode ({backend} probe: {info.num_frames})"
         return VideoCheck(path, "truncated", detail, info, decodable)

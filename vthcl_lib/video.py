@@ -214,6 +214,24 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+def declared_frames(path: str | os.PathLike) -> int | None:
+    """The frame count written in the container's header, or None where there is none (WebM) or it cannot be read.
+
+    A second opinion on truncation: decord counts only what its index reaches, so a cut AVI looks
+    like a shorter, valid video to it. Notebook ``00_setup_and_data``.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            declared = int(container.streams.video[0].frames or 0)
+    except _backend_errors():
+        return None
+    return declared if declared > 0 else None
+
+
 def _probe_decord(path: Path) -> VideoInfo:
     decord = _decord()
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
@@ -221,6 +239,9 @@ def _probe_decord(path: Path) -> VideoInfo:
         n = len(reader)
         if n == 0:
             raise VideoDecodeError(path, "the file holds no frames")
+        declared = declared_frames(path)
+        if declared is not None and n < declared - max(1, declared // 100):  # headers may be off by one
+            raise VideoDecodeError(path, f"truncated: the container declares {declared} frames, decord finds {n}")
         try:
             height, width = reader[0].shape[:2]
         except _backend_errors() as err:
