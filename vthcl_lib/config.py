@@ -63,6 +63,52 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The two encoders and their projection heads (VTHCL_SPEC (b), a.4)."""
+
+    depth: int = 18  # 18 (BasicBlock 2-2-2-2) or 50 (Bottleneck 3-4-6-3)
+    base_width: int = 16  # slow stem width; the paper's is 64 (res2..res5 widths follow it)
+    fast_ratio: float = 0.5  # fast width / slow width; the paper's (SlowFast's beta) is 1/8
+    head: str = "mlp"  # "mlp" (Linear-ReLU-Linear) | "linear" (one 1x1x1 conv, for the ICM)
+    head_hidden: int | None = None  # MLP hidden width; None: the level's input width
+    embed_dim: int = 128  # d, the embedding and memory-bank width
+    levels: int = 3  # D: 1 {res5}, 2 {res4, res5}, 3 {res3, res4, res5}
+
+
+@dataclass(frozen=True)
+class ContrastConfig:
+    """The objective: memory banks, negatives, InfoNCE per level (VTHCL_SPEC a.3-a.7, f.1)."""
+
+    temperature: float = 0.07
+    num_negatives: int = 16384  # N; capped at the bank size minus one
+    bank_momentum: float = 0.5  # m in B <- normalize(m B + (1 - m) z) (CMC convention)
+    negatives: str = "shared"  # "shared" (one set per step) | "per_query" (CMC's gather)
+    positives: str = "bank"  # "bank" (CMC: the other view's bank entry) | "live" (the other view's feature)
+    loss: str = "softmax"  # "softmax" (InfoNCE, softmax cross-entropy) | "nce" (NCE with a constant Z)
+    level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # lambda^k for res3, res4, res5 (used: the last D)
+    mask_own_index: bool = True  # a query never meets its own bank entry among the negatives
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and the run's mechanics (VTHCL_SPEC c.1; DESIGN sections 5 and 6)."""
+
+    epochs: int = 20
+    batch_size: int = 32  # global batch; split across ranks under torchrun
+    optimizer: str = "sgd"  # "sgd" (the paper's) | "adamw"
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0  # linear warm-up before the half-period cosine
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (autocast; CUDA only)
+    channels_last: bool = False  # channels_last_3d on CUDA
+    sync_bn: bool = False  # SyncBatchNorm under torchrun
+    max_steps_per_epoch: int | None = None  # cap for quick checks and benchmarks
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always saves)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a notebook or a run needs; print it to record the effective settings."""
 
@@ -72,6 +118,9 @@ class Config:
     run_dir: str = "runs/demo"
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,9 +142,19 @@ def _preset(name: str) -> Config:
                 frame_size=32, min_frames=24, max_frames=40, num_pretrain=24, ucf_groups=6,
                 ucf_clips_per_group=1, hmdb_per_class=6,
             ),
+            model=ModelConfig(depth=18, base_width=8, fast_ratio=0.5, embed_dim=32),
+            contrast=ContrastConfig(temperature=0.1, num_negatives=16),
+            train=TrainConfig(epochs=2, batch_size=8, lr=0.01),
         )
     if name == "demo":
-        return Config(preset="demo", run_dir="runs/demo")
+        # CPU-sized: a narrow R18 layout on 56-pixel crops; SYNTHETIC_NOTES says what learned there.
+        return Config(
+            preset="demo",
+            run_dir="runs/demo",
+            model=ModelConfig(depth=18, base_width=16, fast_ratio=0.5, embed_dim=128),
+            contrast=ContrastConfig(temperature=0.1, num_negatives=1024),
+            train=TrainConfig(epochs=12, batch_size=32, optimizer="sgd", lr=0.03, warmup_epochs=1.0),
+        )
     if name in ("paper_r18", "paper_r50"):
         # The paper's data settings (VTHCL_SPEC c.1): 64-frame window, tau 8, alpha 2, 224 crops
         # of the native frames; real datasets prepared by data_scripts/prepare_*.py under data/.
@@ -107,6 +166,12 @@ def _preset(name: str) -> Config:
                 crop_scale=(0.2, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                 use_cache=False, num_workers=8, failure_budget=200,
             ),
+            # The paper's pre-training (VTHCL_SPEC b, c.1): full widths, fast path 1/8, MLP heads to 128,
+            # N = 16384, T = 0.07, m = 0.5, D = 3; SGD lr 0.03, momentum 0.9, wd 1e-4, batch 256,
+            # 200 epochs of half-period cosine; bf16 and channels_last_3d on GPUs.
+            model=ModelConfig(depth=18 if name == "paper_r18" else 50, base_width=64, fast_ratio=1 / 8),
+            contrast=ContrastConfig(),
+            train=TrainConfig(epochs=200, batch_size=256, lr=0.03, precision="bf16", channels_last=True, sync_bn=True),
         )
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
 
@@ -216,6 +281,29 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"crop_scale={d.crop_scale}; expected 0 < low <= high <= 1")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device={cfg.device!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
+    m, c, t = cfg.model, cfg.contrast, cfg.train
+    if m.depth not in (18, 50):
+        raise ValueError(f"depth={m.depth}; expected 18 or 50")
+    if m.head not in ("mlp", "linear"):
+        raise ValueError(f"head={m.head!r}; expected 'mlp' or 'linear'")
+    if m.levels not in (1, 2, 3):
+        raise ValueError(f"levels={m.levels}; expected 1 ({{res5}}), 2 ({{res4, res5}}) or 3 ({{res3, res4, res5}})")
+    if m.base_width < 1 or not 0 < m.fast_ratio <= 1 or m.embed_dim < 1:
+        raise ValueError(f"base_width={m.base_width}, fast_ratio={m.fast_ratio}, embed_dim={m.embed_dim}: "
+                         "expected base_width >= 1, 0 < fast_ratio <= 1, embed_dim >= 1")
+    if c.temperature <= 0 or not 0 <= c.bank_momentum < 1 or c.num_negatives < 1:
+        raise ValueError(f"temperature={c.temperature}, bank_momentum={c.bank_momentum}, num_negatives={c.num_negatives}: "
+                         "expected temperature > 0, 0 <= bank_momentum < 1, num_negatives >= 1")
+    for name, value, allowed in (("negatives", c.negatives, ("shared", "per_query")),
+                                 ("positives", c.positives, ("bank", "live")), ("loss", c.loss, ("softmax", "nce")),
+                                 ("optimizer", t.optimizer, ("sgd", "adamw")),
+                                 ("precision", t.precision, ("fp32", "bf16", "fp16"))):
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r}; expected one of {allowed}")
+    if len(c.level_weights) != 3:
+        raise ValueError(f"level_weights={c.level_weights} needs 3 values (res3, res4, res5)")
+    if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
+        raise ValueError(f"epochs={t.epochs}, batch_size={t.batch_size}, lr={t.lr}: expected positive values")
     s = cfg.synthetic
     if s.frame_size % 2 or s.frame_size < 16:
         raise ValueError(f"synthetic frame_size={s.frame_size} must be even and >= 16 (H.264 needs even sizes)")
