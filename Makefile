@@ -8,7 +8,7 @@ STAMP := $(VENV)/.vthcl-installed
 TORCH_CPU := torch==2.13.0
 DEMO_RUN := runs/demo
 PAPERMILL := $(BIN)/papermill --cwd notebooks --log-output -f notebooks/params/demo.yaml
-DEMO_NOTEBOOKS := 00_setup_and_data 01_tempo_sampling
+DEMO_NOTEBOOKS := 00_setup_and_data 01_tempo_sampling 02_slow_fast_encoders 03_contrastive_loss 04_memory_bank 05_hierarchical_pretraining
 
 .PHONY: demo test venv bench clean-data
 
@@ -36,7 +36,8 @@ test: $(STAMP)
 	VTHCL_PRESET=ci $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env notebooks
 
 bench: $(STAMP)
-	$(BIN)/python -m vthcl_lib.bench data --data-root data/synthetic/demo
+	$(BIN)/python -m vthcl_lib.bench data --data-root data/synthetic/demo --json runs/demo/bench_data.json
+	$(BIN)/python -m vthcl_lib.bench train --preset demo --json runs/demo/bench_train.json
 
 clean-data:
 	rm -rf data/synthetic runs

@@ -28,3 +28,15 @@ def test_data_bench_reports_every_figure(tmp_path):
 def test_cli_without_corpus_says_what_to_do(tmp_path, capsys):
     assert bench.main(["data", "--preset", "ci", "--data-root", str(tmp_path / "none")]) == 2
     assert "make demo" in capsys.readouterr().err
+
+
+def test_train_bench_reports_every_figure():
+    step = bench.bench_train_step(resolve_config("ci"), rounds=1, warmup=1, num_items=64)
+    assert step["bare"] > 0 and step["vthcl"] > 0 and step["ratio"] == step["vthcl"] / step["bare"]
+    neg = bench.bench_negatives(batch=8, num_negatives=64, dim=16, bank_size=500)
+    assert neg["shared"]["bytes_gathered"] == 64 * 16 * 4
+    assert neg["per_query"]["bytes_gathered"] == 8 * 64 * 16 * 4
+    assert neg["per_query"]["peak_bytes"] >= 0 and neg["time_ratio"] > 0
+    report = bench.format_train_report({"preset": "ci", "batch_size": 8, "crop_size": 32, "levels": 3,
+                                        "num_negatives": 16, "threads": 1, "step_seconds": step, "negatives": neg})
+    assert "ratio VTHCL step / bare encoders" in report and "per_query" in report

@@ -52,21 +52,40 @@ def test_clip_starts_and_class_examples_and_bars():
 
 
 def test_show_static_calls_the_function_once_with_defaults(monkeypatch):
-    calls = []
+    calls, shown = [], []
+    monkeypatch.setattr("IPython.display.display", shown.append)
 
     def plot(alpha, tau, n):
         calls.append((alpha, tau, n))
         return plots.plot_tempo_indices(alpha=alpha, tau=tau, num_frames=n)
 
-    fig = show(plot, False, alpha=IntSlider(value=2, min=1, max=4), tau=(8, 1, 16), n=fixed(100))
-    assert isinstance(fig, Figure) and calls == [(2, 8, 100)]
+    assert show(plot, False, alpha=IntSlider(value=2, min=1, max=4), tau=(8, 1, 16), n=fixed(100)) is None
+    assert calls == [(2, 8, 100)]
+    assert len(shown) == 1 and isinstance(shown[0], Figure)  # displayed once, by show itself
 
 
-def test_show_interactive_builds_a_widget():
-    widget = show(plots.plot_tempo_indices, True, alpha=IntSlider(value=2, min=1, max=4), num_frames=fixed(64))
-    assert widget.widget is not None and len(widget.widget.children) >= 2
+def test_show_interactive_displays_one_widget_that_redraws(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    show(plots.plot_tempo_indices, True, alpha=IntSlider(value=2, min=1, max=4), num_frames=fixed(64))
+    widgets = [w for w in shown if not isinstance(w, Figure)]
+    assert len(widgets) == 1
+    slider = widgets[0].children[0]
+    before = sum(isinstance(w, Figure) for w in shown)
+    slider.value = 4  # moving the slider draws the plot again
+    assert sum(isinstance(w, Figure) for w in shown) == before + 1
 
 
 @pytest.mark.parametrize("control, value", [(IntSlider(value=5), 5), ((3, 0, 9), 3), (["a", "b"], "a"), (7, 7)])
 def test_default_value(control, value):
     assert default_value(control) == value
+
+
+def test_pretraining_curves_draw_one_line_per_level():
+    history = [{"epoch": e, "res4/acc": 0.1 * e, "res5/acc": 0.2 * e} for e in (1, 2, 3)]
+    metrics = {"epochs": history, "levels": ["res4", "res5"], "config": {"train": {"batch_size": 10}},
+               "loss_per_level": {"res4": [9.0, 8.0, 7.0], "res5": [8.5, 7.5, 6.0]}}
+    fig = plots.plot_pretraining_curves(metrics)
+    loss_ax, acc_ax = fig.axes
+    assert [list(line.get_ydata()) for line in loss_ax.lines] == [[9.0, 8.0, 7.0], [8.5, 7.5, 6.0]]
+    assert len(acc_ax.lines) == 3 and acc_ax.lines[-1].get_ydata()[0] == pytest.approx(0.1)  # chance line at 1/10

@@ -1,16 +1,25 @@
-"""Benchmarks that print ratios measured in one run: ``python -m vthcl_lib.bench data [...]``.
+"""Benchmarks that print ratios measured in one run: ``python -m vthcl_lib.bench {data,train} [...]``.
 
-Taught in notebook ``01_tempo_sampling`` (decode once). Tests never assert on wall-clock time;
-these numbers go to the README. ``data`` measures, on the demo corpus:
+Taught in notebooks ``01_tempo_sampling`` (decode once) and ``04_memory_bank`` (the cost of
+negatives). Tests never assert on wall-clock time; these numbers go to the README.
+
+``data`` measures, on the demo corpus:
 
 * decode clips/s per backend (one fast clip per video, at the preset's decode size);
 * the tempo pair from one decode against the fast clip alone and against two separate decodes;
 * DataLoader clips/s with 0, 1 and 2 workers, with and without the decoded-frame cache.
+
+``train`` measures, on random clips of the preset's shapes (data loading excluded):
+
+* a whole VTHCL step (encoders, heads, every level's loss, backward, optimiser step, bank update)
+  against the bare forward + backward of the two encoders;
+* shared against per-query negatives at the paper's B=256, N=16384, d=128: time and peak memory.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +32,8 @@ from torch.utils.data import DataLoader
 
 from vthcl_lib.cache import FrameCache
 from vthcl_lib.config import Config, resolve_config
+from vthcl_lib.contrastive import HierarchicalContrast, negatives_cost
+from vthcl_lib.engine import VTHCLNet, build_optimizer
 from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, read_kinetics_csv
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
@@ -147,6 +158,97 @@ def format_data_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_train_step(cfg: Config, *, rounds: int = 7, warmup: int = 2, num_items: int = 2000) -> dict[str, float]:
+    """Median seconds of a VTHCL step and of the two encoders' bare forward + backward, interleaved per round."""
+    d, m = cfg.data, cfg.model
+    torch.manual_seed(cfg.seed)
+    net = VTHCLNet(m)
+    contrast = HierarchicalContrast.from_config(cfg.contrast, num_items=num_items, levels=net.levels, dim=m.embed_dim,
+                                                generator=torch.Generator().manual_seed(cfg.seed))
+    optimizer = build_optimizer(net.parameters(), cfg.train)
+    batch = cfg.train.batch_size
+    slow = torch.randn(batch, 3, d.window // d.tau, d.crop_size, d.crop_size)
+    fast = torch.randn(batch, 3, d.alpha * d.window // d.tau, d.crop_size, d.crop_size)
+    index = torch.randperm(num_items)[:batch]
+
+    def bare() -> None:
+        net.zero_grad(set_to_none=True)
+        (net.slow(slow)["res5"].mean() + net.fast(fast)["res5"].mean()).backward()
+
+    def vthcl_step(step: int) -> None:
+        z_slow, z_fast = net(slow, fast)
+        loss, _ = contrast(z_slow, z_fast, index, generator=torch.Generator().manual_seed(step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            contrast.update_banks({k: v.detach() for k, v in z_slow.items()}, {k: v.detach() for k, v in z_fast.items()},
+                                  index)
+
+    for step in range(warmup):
+        bare()
+        vthcl_step(step)
+    times: dict[str, list[float]] = {"bare": [], "vthcl": []}
+    for r in range(rounds):
+        times["bare"].append(_seconds(bare))
+        times["vthcl"].append(_seconds(lambda: vthcl_step(warmup + r)))
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["ratio"] = out["vthcl"] / out["bare"]
+    return out
+
+
+_PEAK_SCRIPT = """
+import resource, sys
+from vthcl_lib.contrastive import negatives_cost
+b, n, d, size, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+negatives_cost(4, 8, d, size, mode, repeats=1)  # warm up: imports, allocator, the bank itself
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cost = negatives_cost(b, n, d, size, mode, repeats=3)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(cost["seconds"], cost["bytes_gathered"], (peak - base) * 1024)
+"""
+
+
+def bench_negatives(batch: int = 256, num_negatives: int = 16384, dim: int = 128, bank_size: int = 240_000) -> dict:
+    """Shared vs per-query negatives: seconds for one info_nce forward + backward, gathered bytes, peak RSS growth.
+
+    Each mode runs in a fresh process, so its peak memory is its own.
+    """
+    out = {}
+    for mode in ("shared", "per_query"):
+        result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(batch), str(num_negatives), str(dim),
+                                 str(bank_size), mode], capture_output=True, text=True, check=True)
+        seconds, gathered, peak = result.stdout.split()
+        out[mode] = {"seconds": float(seconds), "bytes_gathered": int(gathered), "peak_bytes": int(float(peak))}
+    out["time_ratio"] = out["per_query"]["seconds"] / out["shared"]["seconds"]
+    return out
+
+
+def run_train_bench(cfg: Config) -> dict[str, object]:
+    """All training figures for ``cfg`` (printed and written by :func:`main`)."""
+    step = bench_train_step(cfg)
+    return {"preset": cfg.preset, "batch_size": cfg.train.batch_size, "crop_size": cfg.data.crop_size,
+            "levels": cfg.model.levels, "num_negatives": cfg.contrast.num_negatives, "threads": torch.get_num_threads(),
+            "step_seconds": step, "negatives": bench_negatives()}
+
+
+def format_train_report(result: dict) -> str:
+    step, neg = result["step_seconds"], result["negatives"]
+    mb = lambda b: b / 2**20  # noqa: E731
+    lines = [f"train benchmark: preset={result['preset']}, batch={result['batch_size']}, crop={result['crop_size']}, "
+             f"levels D={result['levels']}, N={result['num_negatives']}, {result['threads']} threads",
+             f"  encoders' bare forward+backward     {1000 * step['bare']:9.1f} ms/step",
+             f"  VTHCL step (heads, losses, optimiser, banks) {1000 * step['vthcl']:9.1f} ms/step",
+             f"  ratio VTHCL step / bare encoders     {step['ratio']:.3f}x",
+             "  negatives at B=256, N=16384, d=128 (one info_nce forward+backward):"]
+    for mode in ("shared", "per_query"):
+        r = neg[mode]
+        lines.append(f"    {mode:<9} {1000 * r['seconds']:9.1f} ms   gathered {mb(r['bytes_gathered']):8.1f} MiB   "
+                     f"peak RSS +{mb(r['peak_bytes']):8.1f} MiB")
+    lines.append(f"    ratio per-query / shared time       {neg['time_ratio']:.1f}x")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vthcl_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -156,7 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     data.add_argument("--videos", type=int, default=96, help="videos for the decode figures")
     data.add_argument("--loader-videos", type=int, default=256, help="videos for the loader figures")
     data.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    train = sub.add_parser("train", help="a VTHCL step against the bare encoders; shared vs per-query negatives")
+    train.add_argument("--preset", default="demo")
+    train.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.what == "train":
+        result = run_train_bench(resolve_config(args.preset))
+        print(format_train_report(result))
+        if args.json:
+            write_json_atomic(args.json, result)
+        return 0
     cfg = resolve_config(args.preset, data_root=args.data_root)
     if not (Path(cfg.data.data_root) / cfg.data.pretrain_dataset).is_dir():
         print(f"no corpus at '{cfg.data.data_root}': run `make demo` or data_scripts/make_synthetic.py first",

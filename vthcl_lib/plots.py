@@ -143,3 +143,181 @@ def plot_bar(values: dict[str, float], *, xlabel: str, title: str = "") -> Figur
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- pre-training (notebooks 02-04)
+
+
+def plot_stage_flops(costs, *, title: str = "") -> Figure:
+    """FLOPs per stage, slow against fast, one panel per setup (notebook ``02_slow_fast_encoders``).
+
+    ``costs`` is a long-form table (a ``pandas.DataFrame`` or a list of dicts) with the columns
+    ``setup`` (e.g. "preset", "paper R50"), ``pathway`` ("slow" / "fast"), ``stage`` and ``flops``,
+    e.g. the rows of :func:`vthcl_lib.models.stage_costs` with the two labels added. Each panel has
+    its own y-axis, in GFLOPs.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(costs).copy()
+    frame["GFLOPs"] = frame["flops"] / 1e9
+    setups = list(dict.fromkeys(frame["setup"]))
+    fig = Figure(figsize=(4.2 * len(setups), 3.4))
+    axes = fig.subplots(1, len(setups), squeeze=False)[0]
+    palette = {"slow": SLOW_COLOR, "fast": FAST_COLOR}
+    for ax, setup in zip(axes, setups):
+        part = frame[frame["setup"] == setup]
+        sns.barplot(data=part, x="stage", y="GFLOPs", hue="pathway", hue_order=[p for p in palette if p in set(part["pathway"])],
+                    palette=palette, ax=ax)
+        ax.set_title(setup)
+        ax.set_xlabel("")
+        ax.legend(title="", fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _softmax_parts(pos_sim: float, neg_sims, temperature: float) -> tuple[float, np.ndarray, float]:
+    """The positive's and the (descending) negatives' softmax weights over ``[pos, neg] / T``, and the loss."""
+    neg = np.sort(np.asarray(neg_sims, dtype=np.float64).ravel())[::-1]
+    logits = np.concatenate([[float(pos_sim)], neg]) / temperature
+    log_z = logits.max() + np.log(np.exp(logits - logits.max()).sum())
+    weights = np.exp(logits - log_z)
+    return float(weights[0]), weights[1:], float(log_z - logits[0])
+
+
+def plot_softmax_weights(pos_sim: float = 0.5, neg_sims=(0.3, 0.1, 0.0, -0.1), temperature: float = 0.07,
+                         top_k: int = 10) -> Figure:
+    """Where one query's softmax mass goes: the positive and each negative, hardest first.
+
+    Notebook ``03_contrastive_loss`` (the temperature explorer). ``pos_sim`` is ``q . pos``, ``neg_sims``
+    the ``q . neg_j``; the bars are the softmax weights of ``[pos, neg] / temperature`` (the gradient
+    on negative j is proportional to its weight), the title gives the InfoNCE loss and the share of
+    the negatives' mass that the ``top_k`` hardest ones take.
+    """
+    w_pos, w_neg, loss = _softmax_parts(pos_sim, neg_sims, temperature)
+    top_k = max(1, min(int(top_k), len(w_neg)))
+    share = w_neg[:top_k].sum() / max(w_neg.sum(), 1e-300)
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots()
+    rank = np.arange(1, len(w_neg) + 1)
+    ax.bar(rank, w_neg, width=1.0, color=FAST_COLOR, linewidth=0, label="negatives, hardest first")  # no edges: 1000s of bars
+    ax.axvspan(0.5, top_k + 0.5, color="0.9", zorder=0, label=f"top {top_k}")
+    ax.axhline(w_pos, color=SLOW_COLOR, lw=2, label=f"positive: {w_pos:.3f}")
+    ax.set_yscale("log")
+    ax.set_ylim(max(min(w_neg.min(), w_pos) / 2, 1e-12), 1.5)
+    ax.set_xlim(0.5, len(w_neg) + 0.5)
+    ax.set_xlabel("negative, ranked by similarity to the query")
+    ax.set_ylabel("softmax weight")
+    ax.set_title(f"T = {temperature:.3g}: loss {loss:.3f}; the top {top_k} of {len(w_neg)} negatives take "
+                 f"{100 * share:.0f}% of the negatives' weight", fontsize=10)
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_temperature_sweep(temperatures, losses, hard_share, *, hard_label: str = "hardest negatives",
+                           marked: float | None = None) -> Figure:
+    """InfoNCE loss, and the share of the negatives' weight on the hardest ones, against the temperature.
+
+    Notebook ``03_contrastive_loss``. ``temperatures``, ``losses`` and ``hard_share`` (in [0, 1]) are
+    equally long sequences; ``marked`` draws a vertical line (e.g. the preset's T). Log-scaled T axis.
+    """
+    t = np.asarray(temperatures, dtype=float)
+    fig = Figure(figsize=(10, 3.4))
+    ax_loss, ax_share = fig.subplots(1, 2)
+    ax_loss.plot(t, np.asarray(losses, dtype=float), marker="o", ms=3, color=SLOW_COLOR)
+    ax_loss.set_ylabel("InfoNCE loss")
+    ax_share.plot(t, 100 * np.asarray(hard_share, dtype=float), marker="o", ms=3, color=FAST_COLOR)
+    ax_share.set_ylabel(f"% of negatives' weight on\n{hard_label}")
+    ax_share.set_ylim(0, 102)
+    for ax in (ax_loss, ax_share):
+        ax.set_xscale("log")
+        ax.set_xlabel("temperature T")
+        if marked is not None:
+            ax.axvline(marked, color="0.4", ls="--", lw=1, label=f"T = {marked:g}")
+            ax.legend(fontsize=8)
+    ax_loss.set_title("loss")
+    ax_share.set_title("where the gradient on negatives goes")
+    fig.tight_layout()
+    return fig
+
+
+def plot_bank_staleness(cosines, *, title: str = "") -> Figure:
+    """Cosine between a bank row and the live feature it stands for, over updates, one line per momentum.
+
+    Notebook ``04_memory_bank``. ``cosines`` maps a label (e.g. the momentum m) to a sequence of
+    cosines, one per update.
+    """
+    fig = Figure(figsize=(8, 3.4))
+    ax = fig.subplots()
+    palette = sns.color_palette("flare", len(cosines))
+    for color, (label, values) in zip(palette, cosines.items()):
+        values = np.asarray(values, dtype=float)
+        ax.plot(np.arange(1, len(values) + 1), values, color=color, lw=1.8, label=f"m = {label}")
+    ax.set_xlabel("update of the row (one per epoch in training)")
+    ax.set_ylabel("cos(bank row, live feature)")
+    ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_negatives_cost(costs, *, title: str = "") -> Figure:
+    """Seconds and bytes gathered for shared against per-query negatives (notebook ``04_memory_bank``).
+
+    ``costs`` is a long-form table (DataFrame or list of dicts) with the columns ``batch``,
+    ``negatives``, ``mode`` ("shared" / "per_query"), ``seconds`` and ``bytes_gathered``, e.g. rows of
+    :func:`vthcl_lib.contrastive.negatives_cost` with their sizes. Both axes are logarithmic.
+    """
+    import pandas as pd
+    from matplotlib import ticker as mticker
+
+    frame = pd.DataFrame(costs).copy()
+    frame["milliseconds"] = 1000 * frame["seconds"]
+    frame["MB gathered"] = frame["bytes_gathered"] / 1e6
+    frame["B"] = frame["batch"].astype(str)
+    fig = Figure(figsize=(11, 3.6))
+    axes = fig.subplots(1, 2)
+    palette = {"shared": SLOW_COLOR, "per_query": FAST_COLOR}
+    for ax, column in zip(axes, ("milliseconds", "MB gathered")):
+        sns.lineplot(data=frame, x="negatives", y=column, hue="mode", style="B", markers=True, palette=palette, ax=ax)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)  # 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
+        ax.yaxis.set_minor_formatter(plain if high / low < 10 else mticker.NullFormatter())  # label within a decade
+        ax.set_xlabel("N (negatives per query)")
+    axes[0].get_legend().remove()
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # one legend, outside the data
+    axes[0].set_title("forward + backward of InfoNCE")
+    axes[1].set_title("negatives gathered from the bank")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pretraining_curves(metrics: dict) -> Figure:
+    """Per-level loss ``L_s^k + L_f^k`` and in-batch retrieval accuracy per epoch (notebook ``05_hierarchical_pretraining``).
+
+    ``metrics`` is what :func:`vthcl_lib.engine.pretrain` returns (or its ``metrics.json``).
+    """
+    history = metrics["epochs"]
+    levels = metrics["levels"]
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 3.4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    palette = sns.color_palette("viridis", len(levels))
+    for color, level in zip(palette, levels):
+        loss_ax.plot(epochs, metrics["loss_per_level"][level], marker="o", color=color, label=level)
+        acc_ax.plot(epochs, [h[f"{level}/acc"] for h in history], marker="o", color=color, label=level)
+    batch = metrics.get("config", {}).get("train", {}).get("batch_size")
+    if batch:
+        acc_ax.axhline(1 / batch, color="0.5", ls="--", lw=1, label=f"chance (1/{batch})")
+    loss_ax.set(xlabel="epoch", ylabel="L_s + L_f", title="memory-bank loss per level")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="in-batch slow-to-fast retrieval", ylim=(0, 1.02))
+    loss_ax.legend(fontsize=8)
+    acc_ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -19,21 +19,21 @@ def default_value(control: Any) -> Any:
     return control
 
 
-def show(plot: Callable[..., Any], interactive: bool, **controls: Any):
-    """``interact(plot, **controls)`` when ``interactive``, else ``plot`` once at the defaults.
+def show(plot: Callable[..., Any], interactive: bool, **controls: Any) -> None:
+    """Display ``interact(plot, **controls)`` when ``interactive``, else ``plot`` once at the defaults.
 
-    Returns the interact widget or the static figure. Sliders that decode or run a model should
-    be built with ``continuous_update=False``.
+    It displays and returns nothing, so the cell shows the widget or the figure exactly once,
+    whether or not the call is the cell's last line. Sliders that decode or run a model should be
+    built with ``continuous_update=False``.
     """
     from IPython.display import display
 
-    def draw(**values: Any):
-        figure = plot(**values)  # a pyplot-free Figure: shown here once, never again by a backend
-        display(figure)
-        return figure
+    def draw(**values: Any) -> None:
+        display(plot(**values))  # a pyplot-free Figure: no backend shows it a second time
 
     if interactive:
-        from ipywidgets import interact
+        from ipywidgets import interactive as make_interactive
 
-        return interact(draw, **controls)
-    return draw(**{name: default_value(control) for name, control in controls.items()})
+        display(make_interactive(draw, **controls))
+    else:
+        draw(**{name: default_value(control) for name, control in controls.items()})
