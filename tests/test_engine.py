@@ -138,6 +138,8 @@ def test_cli_reports_bad_input(capsys, tmp_path):
     assert train_main(["--config", CI_PARAMS, "alpha=3"]) == 2
     assert "divisible" in capsys.readouterr().err
     assert train_main(["--config", CI_PARAMS, "job=dance"]) == 2
+    assert train_main(["--config", CI_PARAMS, f"data_root={tmp_path / 'nothing'}", f"run_dir={tmp_path / 'r'}"]) == 2
+    assert "kinetics400" in capsys.readouterr().err  # a data root without the expected files, named
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["epochs"])
     assert parse_overrides(["RUN_DIR=a=b"]) == {"run_dir": "a=b"}

@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch_dist.init_process_group(backend=backend)
     try:
         metrics = pretrain(cfg, dist=dist)
+    except ValueError as err:  # wrong settings or data (a missing data root, no GPU for device=cuda, ...)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         if dist.distributed:
             torch_dist.destroy_process_group()
