@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from vthcl_lib.cache import FrameCache
 from vthcl_lib.config import Config, resolve_config
-from vthcl_lib.contrastive import HierarchicalContrast, negatives_cost
+from vthcl_lib.contrastive import HierarchicalContrast
 from vthcl_lib.engine import VTHCLNet, build_optimizer
 from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, read_kinetics_csv
 from vthcl_lib.runs import write_json_atomic

@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -341,5 +341,5 @@ def ensure_pretrained(cfg: Config) -> Path:
     Later notebooks call this instead of depending on notebook 05 having run.
     """
     if not checkpoint_is_complete(cfg):
-        pretrain(replace(cfg))
+        pretrain(cfg)
     return Path(cfg.run_dir) / "checkpoints" / SLOW_ENCODER_NAME
