@@ -30,7 +30,7 @@ from typing import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from vthcl_lib.video import BACKENDS, VideoDecodeError, probe, read_frames
+from vthcl_lib.video import VideoDecodeError, check_backend, check_size, probe, read_frames
 
 
 class FrameCache:
@@ -46,12 +46,8 @@ class FrameCache:
         decode_size: tuple[int, int] | None,
         backend: str = "decord",
     ):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r} is not known; expected one of {BACKENDS}")
-        if decode_size is not None:
-            if len(decode_size) != 2 or int(decode_size[0]) < 1 or int(decode_size[1]) < 1:
-                raise ValueError(f"decode_size={decode_size!r} must be (height, width) with both >= 1, or None")
-            decode_size = (int(decode_size[0]), int(decode_size[1]))
+        check_backend(backend)
+        decode_size = check_size(decode_size, "decode_size")
         self.cache_dir = Path(cache_dir)
         self.decode_size = decode_size
         self.backend = backend

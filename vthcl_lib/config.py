@@ -266,15 +266,16 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
 
 def validate(cfg: Config) -> None:
     """Fail at once, naming the parameter, on settings that cannot work (DESIGN section 6)."""
+    from vthcl_lib.synthetic import check_synthetic_config
     from vthcl_lib.tempo import SHORT_VIDEO_RULES, check_tempo
-    from vthcl_lib.video import BACKENDS
+    from vthcl_lib.video import check_backend, check_size
 
     d = cfg.data
     check_tempo(d.window, d.tau, d.alpha)
     if d.short_video not in SHORT_VIDEO_RULES:
         raise ValueError(f"short_video={d.short_video!r}; expected one of {SHORT_VIDEO_RULES}")
-    if d.backend not in BACKENDS:
-        raise ValueError(f"backend={d.backend!r}; expected one of {BACKENDS}")
+    check_backend(d.backend)
+    check_size(d.decode_size, "decode_size")
     if d.crop_size < 8:
         raise ValueError(f"crop_size={d.crop_size} is too small; expected >= 8")
     if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
@@ -304,11 +305,7 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"level_weights={c.level_weights} needs 3 values (res3, res4, res5)")
     if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
         raise ValueError(f"epochs={t.epochs}, batch_size={t.batch_size}, lr={t.lr}: expected positive values")
-    s = cfg.synthetic
-    if s.frame_size % 2 or s.frame_size < 16:
-        raise ValueError(f"synthetic frame_size={s.frame_size} must be even and >= 16 (H.264 needs even sizes)")
-    if not 1 <= s.min_frames <= s.max_frames:
-        raise ValueError(f"synthetic min_frames={s.min_frames}, max_frames={s.max_frames}: expected 1 <= min <= max")
+    check_synthetic_config(cfg.synthetic)
 
 
 def resolve_config(

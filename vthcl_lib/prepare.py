@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vthcl_lib.scan import PROBLEMS, VideoCheck, scan_videos
-from vthcl_lib.video import BACKENDS, probe, read_frames, write_video
+from vthcl_lib.video import BACKENDS, check_backend, probe, read_frames, write_video
 
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.tsv"
@@ -268,8 +268,7 @@ def prepare_dataset(
 
     if dataset not in LAYOUTS:
         raise ValueError(f"dataset={dataset!r} is not known; expected one of {sorted(LAYOUTS)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not known; expected one of {BACKENDS}")
+    check_backend(backend)
     if short_side is not None:
         short_side_size(2, 2, short_side)  # validates the value before any work
     layout = LAYOUTS[dataset]

@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from vthcl_lib.video import BACKENDS, VideoDecodeError, VideoInfo, count_decodable_frames, declared_frames, probe, read_frames
+from vthcl_lib.video import BACKENDS, VideoDecodeError, check_backend, VideoInfo, count_decodable_frames, declared_frames, probe, read_frames
 
 PROBLEMS = ("missing", "empty", "undecodable", "truncated", "too_short")
 DATASETS = ("kinetics400", "ucf101", "hmdb51")
@@ -203,8 +203,7 @@ def scan_videos(
     ``workers > 0`` spreads it over that many processes. Never crashes or stops on a bad file.
     Notebook ``00_setup_and_data``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not known; expected one of {BACKENDS}")
+    check_backend(backend)
     if int(min_frames) != min_frames or min_frames < 1:
         raise ValueError(f"min_frames={min_frames!r} must be a whole number >= 1")
     if int(workers) != workers or workers < 0:

@@ -47,7 +47,8 @@ class VideoInfo:
     width: int
 
 
-def _check_backend(backend: str) -> None:
+def check_backend(backend: str) -> None:
+    """Raise ``ValueError`` unless ``backend`` is one of :data:`BACKENDS`."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not known; expected one of {BACKENDS}")
 
@@ -61,11 +62,12 @@ def _check_file(path: Path) -> None:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
 
 
-def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
+def check_size(size: tuple[int, int] | None, name: str = "size") -> tuple[int, int] | None:
+    """``(height, width)`` as ints, or None; ``ValueError`` naming ``name`` otherwise."""
     if size is None:
         return None
     if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
-        raise ValueError(f"size={size!r} must be (height, width) with both >= 1, or None")
+        raise ValueError(f"{name}={size!r} must be (height, width) with both >= 1, or None")
     return int(size[0]), int(size[1])
 
 
@@ -182,8 +184,8 @@ def read_frames(
     resizes right after decoding (:func:`resize_frames`). Any failure raises :class:`VideoDecodeError` naming the file.
     Taught in notebook ``00_setup_and_data``.
     """
-    _check_backend(backend)
-    size = _check_size(size)
+    check_backend(backend)
+    size = check_size(size)
     idx = _as_indices(indices)
     path = Path(path)
     _check_file(path)
@@ -277,7 +279,7 @@ def probe(path: str | os.PathLike, *, backend: str = "decord") -> VideoInfo:
     The count is what the backend reports from the container; :func:`count_decodable_frames`
     decodes the whole file, which is what a scan for truncated files needs.
     """
-    _check_backend(backend)
+    check_backend(backend)
     path = Path(path)
     _check_file(path)
     try:
