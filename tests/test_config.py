@@ -92,3 +92,17 @@ def test_params_file_errors(tmp_path):
 
 def test_config_prints_as_json():
     assert '"preset": "ci"' in str(resolve_config("ci"))
+
+
+def test_downstream_sections_and_presets():
+    paper = resolve_config("paper_r50")
+    assert (paper.finetune.finetune_lr, paper.finetune.finetune_milestones, paper.finetune.finetune_epochs) == (0.1, (40, 80), 100)
+    assert paper.finetune.splits == (1, 2, 3) and paper.finetune.dropout == 0.5
+    assert (paper.probe.knn_k, paper.probe.retrieval_ks) == (20, (1, 5, 10, 20, 50))
+    demo = resolve_config("demo", knn_k=7, splits="1,2")
+    assert demo.probe.knn_k == 7 and demo.finetune.splits == (1, 2)
+    assert demo.synthetic.background == "plain" and demo.data.color_per_view and demo.contrast.in_batch_negatives
+    with pytest.raises(ValueError, match="probe_level"):
+        resolve_config("ci", probe_level="res6")
+    with pytest.raises(ValueError, match="finetune_dataset"):
+        resolve_config("ci", finetune_dataset="kinetics400")

@@ -528,3 +528,37 @@ def test_negatives_cost_reports_time_and_gathered_bytes():
     assert shared["seconds"] > 0 and per_query["seconds"] > 0
     with pytest.raises(ValueError, match="mode"):
         negatives_cost(8, 64, 16, 500, "both")
+
+
+def test_in_batch_negatives_add_the_other_views_live_embeddings():
+    hc = make_hc(positives="live", in_batch_negatives=True, num_negatives=10)
+    idx = torch.tensor([1, 4, 9, 30])
+    zs, zf = embeddings(4, 8, 11), embeddings(4, 8, 12)
+    total, _ = hc(zs, zf, idx, generator=torch.Generator().manual_seed(3))
+    neg = hc.banks["res3_slow"].sample_negatives(10, generator=torch.Generator().manual_seed(3))
+    own = neg[None, :] == idx[:, None]
+    expected = 0.0
+    for k in hc.levels:
+        bs, bf = hc.banks[f"{k}_slow"].weight, hc.banks[f"{k}_fast"].weight
+        for i in range(4):  # query i: positive the other view's live embedding; negatives bank + other clips
+            others = [j for j in range(4) if j != i]
+            for q, pos, bank, live in ((zs[k][i], zf[k][i], bf, zf[k]), (zf[k][i], zs[k][i], bs, zs[k])):
+                negs = torch.cat([bank[neg[~own[i]]], live[others]])
+                logits = torch.cat([(q * pos).sum()[None], negs @ q]) / hc.temperature
+                expected = expected + F.cross_entropy(logits[None], torch.tensor([0])) / 4
+    torch.testing.assert_close(total, expected)
+    with pytest.raises(ValueError, match="in_batch_negatives"):
+        make_hc(in_batch_negatives=True, negatives="per_query")
+
+
+def test_in_batch_negatives_make_the_batch_harder():
+    # identical views: with in-batch negatives, a near-duplicate clip in the batch raises the loss
+    zs = embeddings(4, 8, 21)
+    zf = {k: v.clone() for k, v in zs.items()}
+    zf_dup = {k: torch.cat([v[:3], v[:1] * 0.999 + 0.001]) for k, v in zf.items()}
+    zs_dup = {k: torch.cat([v[:3], v[:1] * 0.999 + 0.001]) for k, v in zs.items()}
+    idx = torch.tensor([0, 1, 2, 3])
+    plain = make_hc(positives="live")(zs_dup, zf_dup, idx, generator=torch.Generator().manual_seed(0))[0]
+    harder = make_hc(positives="live", in_batch_negatives=True)(zs_dup, zf_dup, idx,
+                                                                generator=torch.Generator().manual_seed(0))[0]
+    assert harder > plain

@@ -307,3 +307,18 @@ def test_cli_writes_the_ci_corpus_then_keeps_it(tmp_path):
     assert second.returncode == 0 and "kept existing" in second.stdout
     bad = subprocess.run([*cmd[:2], "--preset", "paper_r18", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode != 0 and "preset" in bad.stderr
+
+
+def test_plain_background_without_distractor_shows_only_the_sprite():
+    cfg = dataclasses.replace(TINY, background="plain", distractor=False, noise_sigma=0.0)
+    video = syn.make_video(np.random.default_rng(5), "orbit", 24, cfg)
+    assert video.boxes.shape == (1, 24, 4)  # the main sprite alone
+    grey = np.uint8(round(syn.PLAIN_GREY * 255))
+    for frame, (x1, y1, x2, y2) in zip(video.frames, video.boxes[0].astype(int)):
+        outside = np.ones(frame.shape[:2], bool)
+        outside[max(y1 - 1, 0):y2 + 1, max(x1 - 1, 0):x2 + 1] = False
+        assert (frame[outside] == grey).all()  # nothing but the uniform grey away from the sprite
+    cluttered = syn.make_video(np.random.default_rng(5), "orbit", 24, TINY)
+    assert cluttered.boxes.shape == (2, 24, 4)  # the default keeps the distractor
+    with pytest.raises(ValueError, match="background"):
+        syn.check_synthetic_config(dataclasses.replace(TINY, background="noise"))

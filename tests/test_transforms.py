@@ -87,3 +87,41 @@ def test_eval_transform_centre_crop():
 def test_params_are_a_plain_record():
     p = ClipAugmentation().sample(np.random.default_rng(0), 64, 64)
     assert isinstance(p, AugmentParams) and p.height > 0 and p.width > 0
+
+
+def test_color_per_view_shares_geometry_but_not_colour():
+    aug = ClipAugmentation(crop_size=24, color_jitter=0.0, hue_jitter=0.0, grayscale_prob=0.0,
+                           channel_shuffle_prob=1.0, color_per_view=True)
+    x = _frames()
+    differs = 0
+    for seed in range(12):
+        a, b = aug(x, x, rng=np.random.default_rng(seed))
+        # the same crop and flip: the clips hold the same channels, possibly in another order
+        perms = [p for p in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0])
+                 if torch.allclose(a[p], b, atol=1e-5)]
+        assert perms, f"seed {seed}: second view is not a channel permutation of the first"
+        differs += perms != [[0, 1, 2]]
+    assert differs >= 6  # 5 of 6 permutations are not the identity
+    shared = ClipAugmentation(crop_size=24, channel_shuffle_prob=1.0)
+    a, b = shared(x, x, rng=np.random.default_rng(0))
+    torch.testing.assert_close(a, b)
+
+
+def test_tempo_pair_subsamples_fast_or_redraws_colour_for_slow():
+    x = _frames(t=16)
+    shared = ClipAugmentation(crop_size=24)
+    for seed in range(5):
+        slow, fast = shared.tempo_pair(x, 2, np.random.default_rng(seed))
+        torch.testing.assert_close(slow, fast[:, ::2])
+        torch.testing.assert_close(fast, shared(x, rng=np.random.default_rng(seed))[0])  # same draw as a plain call
+    per_view = ClipAugmentation(crop_size=24, color_jitter=0.0, hue_jitter=0.0, grayscale_prob=0.0,
+                                channel_shuffle_prob=1.0, color_per_view=True)
+    seen = set()
+    for seed in range(12):
+        slow, fast = per_view.tempo_pair(x, 2, np.random.default_rng(seed))
+        assert slow.shape == (3, 8, 24, 24) and fast.shape == (3, 16, 24, 24)
+        match = [p for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+                 if torch.allclose(fast[:, ::2][list(p)], slow, atol=1e-5)]
+        assert match
+        seen.add(match[0])
+    assert len(seen) > 1

@@ -30,7 +30,9 @@ class SyntheticConfig:
     ucf_groups: int = 25  # UCF-101-style groups (the real set has 25)
     ucf_clips_per_group: int = 3
     hmdb_per_class: int = 60
+    background: str = "texture"  # "texture": a shared pool of textures | "plain": one uniform grey
     num_backgrounds: int = 4  # a small shared pool: a unique background per video is a shortcut
+    distractor: bool = True  # a second, smaller sprite with its own unrelated motion
     tempo_range: tuple[float, float] = (0.5, 2.0)  # per-video speed factor, log-uniform
     noise_sigma: float = 0.03
     seed: int = 0
@@ -53,6 +55,8 @@ class DataConfig:
     color_jitter: float = 0.4  # brightness/contrast/saturation strength; 0 turns it off
     hue_jitter: float = 0.1
     grayscale_prob: float = 0.2
+    channel_shuffle_prob: float = 0.0  # chance of a random RGB permutation per colour draw
+    color_per_view: bool = False  # pre-training: the slow and fast clip get separate colour draws (same crop)
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     num_test_clips: int = 10  # uniformly spaced clips per test video
@@ -87,6 +91,7 @@ class ContrastConfig:
     loss: str = "softmax"  # "softmax" (InfoNCE, softmax cross-entropy) | "nce" (NCE with a constant Z)
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # lambda^k for res3, res4, res5 (used: the last D)
     mask_own_index: bool = True  # a query never meets its own bank entry among the negatives
+    in_batch_negatives: bool = False  # also contrast with the other view's live features of the rest of the batch
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,40 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning the slow encoder on UCF-101 / HMDB-51 (VTHCL_SPEC c.2; notebook ``06_action_recognition``).
+
+    Paper: SGD, batch 64, lr 0.1 divided by 10 at epochs 40 and 80 of 100; momentum 0.9, weight
+    decay 1e-4 and dropout 0.5 before the classifier are TPN's defaults (the paper does not say).
+    """
+
+    finetune_epochs: int = 100
+    finetune_batch_size: int = 64
+    finetune_lr: float = 0.1
+    finetune_milestones: tuple[int, ...] = (40, 80)  # epochs at which the lr is divided by 10
+    finetune_momentum: float = 0.9
+    finetune_weight_decay: float = 1e-4
+    finetune_warmup_epochs: float = 0.0  # linear warm-up (0 in the paper's schedule)
+    dropout: float = 0.5
+    finetune_dataset: str = "ucf101"  # "ucf101" | "hmdb51"
+    splits: tuple[int, ...] = (1, 2, 3)  # the official splits to run; their mean is reported
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Frozen-feature protocols from one feature extraction (VTHCL_SPEC c.3, d; notebook ``07_linear_probe_and_retrieval``)."""
+
+    probe_level: str = "res5"  # which stage's global-average-pooled map is the feature
+    recalibrate_bn: bool = True  # re-estimate BN statistics on clean training clips first (SYNTHETIC_NOTES)
+    probe_epochs: int = 100  # linear classifier on standardised features
+    probe_lr: float = 1e-2
+    probe_weight_decay: float = 1e-4
+    knn_k: int = 20
+    knn_temperature: float = 0.07  # InsDis weighting exp(cos / T)
+    retrieval_ks: tuple[int, ...] = (1, 5, 10, 20, 50)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a notebook or a run needs; print it to record the effective settings."""
 
@@ -121,6 +160,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,15 +186,25 @@ def _preset(name: str) -> Config:
             model=ModelConfig(depth=18, base_width=8, fast_ratio=0.5, embed_dim=32),
             contrast=ContrastConfig(temperature=0.1, num_negatives=16),
             train=TrainConfig(epochs=2, batch_size=8, lr=0.01),
+            finetune=FinetuneConfig(finetune_epochs=2, finetune_batch_size=8, finetune_lr=0.05, finetune_milestones=(1,)),
+            probe=ProbeConfig(probe_epochs=20, knn_k=5),
         )
     if name == "demo":
-        # CPU-sized: a narrow R18 layout on 56-pixel crops; SYNTHETIC_NOTES says what learned there.
+        # CPU-sized: a narrow R18 layout on 56-pixel crops, on a synthetic task where the label is the
+        # motion alone. Notebook 07 explains the choices: uncluttered videos (clutter made the motion
+        # unlearnable in a CPU budget, while random features stay weak anyway), one crop but separate
+        # colour draws per view (colour must not identify a video), live positives plus in-batch
+        # negatives beside the bank's, AdamW.
         return Config(
             preset="demo",
             run_dir="runs/demo",
+            data=DataConfig(color_per_view=True, channel_shuffle_prob=1.0, grayscale_prob=0.3),
+            synthetic=SyntheticConfig(background="plain", distractor=False, noise_sigma=0.0),
             model=ModelConfig(depth=18, base_width=16, fast_ratio=0.5, embed_dim=128),
-            contrast=ContrastConfig(temperature=0.1, num_negatives=1024),
-            train=TrainConfig(epochs=12, batch_size=32, optimizer="sgd", lr=0.03, warmup_epochs=1.0),
+            contrast=ContrastConfig(temperature=0.1, num_negatives=32, positives="live", in_batch_negatives=True),
+            train=TrainConfig(epochs=8, batch_size=32, optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=1.0),
+            finetune=FinetuneConfig(finetune_epochs=12, finetune_batch_size=32, finetune_lr=0.05,
+                                    finetune_milestones=(8, 11), splits=(1,)),
         )
     if name in ("paper_r18", "paper_r50"):
         # The paper's data settings (VTHCL_SPEC c.1): 64-frame window, tau 8, alpha 2, 224 crops
@@ -305,6 +356,25 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"level_weights={c.level_weights} needs 3 values (res3, res4, res5)")
     if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
         raise ValueError(f"epochs={t.epochs}, batch_size={t.batch_size}, lr={t.lr}: expected positive values")
+    f, p = cfg.finetune, cfg.probe
+    if f.finetune_epochs < 1 or f.finetune_batch_size < 1 or f.finetune_lr <= 0:
+        raise ValueError(f"finetune_epochs={f.finetune_epochs}, finetune_batch_size={f.finetune_batch_size}, "
+                         f"finetune_lr={f.finetune_lr}: expected positive values")
+    if list(f.finetune_milestones) != sorted(set(f.finetune_milestones)) or any(m < 1 for m in f.finetune_milestones):
+        raise ValueError(f"finetune_milestones={f.finetune_milestones}; expected increasing epochs >= 1")
+    if not 0 <= f.dropout < 1:
+        raise ValueError(f"dropout={f.dropout}; expected 0 <= dropout < 1")
+    if f.finetune_dataset not in ("ucf101", "hmdb51"):
+        raise ValueError(f"finetune_dataset={f.finetune_dataset!r}; expected 'ucf101' or 'hmdb51'")
+    if not f.splits or any(s not in (1, 2, 3) for s in f.splits):
+        raise ValueError(f"splits={f.splits}; expected one or more of 1, 2, 3")
+    if p.probe_level not in ("res2", "res3", "res4", "res5"):
+        raise ValueError(f"probe_level={p.probe_level!r}; expected one of res2, res3, res4, res5")
+    if p.probe_epochs < 1 or p.probe_lr <= 0 or p.knn_k < 1 or p.knn_temperature <= 0:
+        raise ValueError(f"probe_epochs={p.probe_epochs}, probe_lr={p.probe_lr}, knn_k={p.knn_k}, "
+                         f"knn_temperature={p.knn_temperature}: expected positive values")
+    if not p.retrieval_ks or any(k < 1 for k in p.retrieval_ks):
+        raise ValueError(f"retrieval_ks={p.retrieval_ks}; expected whole numbers >= 1")
     check_synthetic_config(cfg.synthetic)
 
 

@@ -310,7 +310,9 @@ class HierarchicalContrast(nn.Module):
     level and both directions (one ``q @ B[neg].T`` matmul each); ``"per_query"`` draws ``[B, N]``
     (CMC's gather, ``B * N * d`` floats per level and direction). With ``mask_own_index`` a query's
     own video is masked wherever it is drawn among its negatives. N is ``min(num_negatives,
-    num_items - 1)``. ``loss="nce"`` swaps InfoNCE for :class:`NCECriterion`, one per level and
+    num_items - 1)``. ``in_batch_negatives`` adds the other view's *live* embeddings of the rest of
+    the (per-rank) batch as B - 1 more negatives (SimCLR-style, with gradient), which matters on a
+    small pool where the bank rows are stale (notebook ``07_linear_probe_and_retrieval``). ``loss="nce"`` swaps InfoNCE for :class:`NCECriterion`, one per level and
     query direction (``criteria["<level>_slow"]`` scores slow queries).
 
     :meth:`forward` does not touch the banks; call :meth:`update_banks` after it (with features and
@@ -321,7 +323,7 @@ class HierarchicalContrast(nn.Module):
                  num_negatives: int = 16384, momentum: float = 0.5,
                  level_weights: Mapping[str, float] | None = None, negatives: str = "shared",
                  positives: str = "bank", loss: str = "softmax", mask_own_index: bool = True,
-                 generator: torch.Generator | None = None):
+                 in_batch_negatives: bool = False, generator: torch.Generator | None = None):
         super().__init__()
         _check_count("num_items", num_items, 2)
         _check_count("dim", dim, 1)
@@ -336,6 +338,11 @@ class HierarchicalContrast(nn.Module):
                              f"e.g. ('res3', 'res4', 'res5')")
         if not isinstance(mask_own_index, bool):
             raise ValueError(f"mask_own_index={mask_own_index!r} must be True or False")
+        if not isinstance(in_batch_negatives, bool):
+            raise ValueError(f"in_batch_negatives={in_batch_negatives!r} must be True or False")
+        if in_batch_negatives and (negatives != "shared" or loss != "softmax"):
+            raise ValueError("in_batch_negatives=True needs negatives='shared' and loss='softmax'")
+        self.in_batch_negatives = in_batch_negatives
         self.levels = tuple(levels)
         if level_weights is None:
             level_weights = {k: 1.0 for k in self.levels}
@@ -368,7 +375,8 @@ class HierarchicalContrast(nn.Module):
                    num_negatives=contrast.num_negatives, momentum=contrast.bank_momentum,
                    level_weights=dict(zip(levels, weights[len(weights) - len(levels):])),
                    negatives=contrast.negatives, positives=contrast.positives, loss=contrast.loss,
-                   mask_own_index=contrast.mask_own_index, generator=generator)
+                   mask_own_index=contrast.mask_own_index, in_batch_negatives=contrast.in_batch_negatives,
+                   generator=generator)
 
     def _check_batch(self, z_slow, z_fast, indices) -> torch.Tensor:
         for name, z in (("z_slow", z_slow), ("z_fast", z_fast)):
@@ -428,8 +436,15 @@ class HierarchicalContrast(nn.Module):
             bank_s, bank_f = self.banks[f"{k}_slow"], self.banks[f"{k}_fast"]
             pos_for_slow = bank_f._take(idx) if self.positives == "bank" else z_fast[k]
             pos_for_fast = bank_s._take(idx) if self.positives == "bank" else z_slow[k]
-            loss_s = self._loss(f"{k}_slow", z_slow[k], pos_for_slow, bank_f._take(neg), mask)
-            loss_f = self._loss(f"{k}_fast", z_fast[k], pos_for_fast, bank_s._take(neg), mask)
+            neg_f, neg_s, neg_mask = bank_f._take(neg), bank_s._take(neg), mask
+            if self.in_batch_negatives:  # the batch's other live embeddings join the shared negatives
+                neg_f, neg_s = torch.cat([neg_f, z_fast[k]]), torch.cat([neg_s, z_slow[k]])
+                eye = torch.eye(idx.shape[0], dtype=torch.bool, device=neg_f.device)  # never one's own clip
+                bank_mask = mask if mask is not None else torch.zeros(idx.shape[0], neg.shape[0], dtype=torch.bool,
+                                                                      device=neg_f.device)
+                neg_mask = torch.cat([bank_mask.to(neg_f.device), eye], dim=1)
+            loss_s = self._loss(f"{k}_slow", z_slow[k], pos_for_slow, neg_f, neg_mask)
+            loss_f = self._loss(f"{k}_fast", z_fast[k], pos_for_fast, neg_s, neg_mask)
             term = self.level_weights[k] * (loss_s + loss_f)
             total = term if total is None else total + term
             with torch.no_grad():
@@ -460,7 +475,8 @@ class HierarchicalContrast(nn.Module):
     def extra_repr(self) -> str:
         return (f"levels={self.levels}, dim={self.dim}, num_items={self.num_items}, temperature={self.temperature}, "
                 f"num_negatives={self.num_negatives}, negatives={self.negatives!r}, positives={self.positives!r}, "
-                f"loss={self.loss!r}, mask_own_index={self.mask_own_index}, level_weights={self.level_weights}")
+                f"loss={self.loss!r}, mask_own_index={self.mask_own_index}, in_batch_negatives={self.in_batch_negatives}, "
+                f"level_weights={self.level_weights}")
 
 
 # ----------------------------------------------------------------------------- benchmark helper

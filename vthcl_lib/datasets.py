@@ -449,7 +449,10 @@ class PretrainDataset(_BadVideoTracker, Dataset):
         _, fast_idx = sample_tempo_indices(
             n, window=self.window, tau=self.tau, alpha=self.alpha, rng=rng, short_video=self.short_video
         )
-        fast = _transform_clip(self.transform, self.source.read(record, fast_idx), rng)
+        frames = self.source.read(record, fast_idx)
+        if isinstance(self.transform, ClipAugmentation):
+            return self.transform.tempo_pair(frames, self.alpha, rng)
+        fast = _transform_clip(self.transform, frames, rng)
         return fast[:, :: self.alpha], fast
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +333,15 @@ def checkpoint_is_complete(cfg: Config) -> bool:
     except ValueError:
         return False
     return state["epoch"] >= cfg.train.epochs
+
+
+def seed_run(cfg: Config, seed: int, root: str | os.PathLike) -> Config:
+    """``cfg`` with ``seed`` and the run folder ``<root>/seed<seed>``: one pre-training per seed.
+
+    Notebooks 06 and 07 compare initialisations over several seeds; each seed gets its own
+    pre-training, found (or made) by :func:`ensure_pretrained`.
+    """
+    return replace(cfg, seed=int(seed), run_dir=str(Path(root) / f"seed{int(seed)}"))
 
 
 def ensure_pretrained(cfg: Config) -> Path:

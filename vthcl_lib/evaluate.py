@@ -438,3 +438,56 @@ def retrieval_recall(train_x: Any, train_y: Any, test_x: Any, test_y: Any,
         hits.append(same.cumsum(dim=1) > 0)  # hit within the first j items
     hit = torch.cat(hits)
     return {f"R@{k}": float(hit[:, min(k, k_max) - 1].float().mean()) for k in ks}
+
+
+# --------------------------------------------------------------------------- all frozen protocols at once
+
+
+def frozen_protocols(train_x: Any, train_y: Any, test_x: Any, test_y: Any, probe_cfg: Any, *,
+                     seed: int = 0) -> dict[str, Any]:
+    """The three frozen-feature protocols on one extraction: ``{"linear", "knn", "retrieval"}``.
+
+    Notebook ``07_linear_probe_and_retrieval``. ``probe_cfg`` is a
+    :class:`vthcl_lib.config.ProbeConfig` (probe epochs/lr/weight decay, kNN k and temperature,
+    retrieval ks). ``"linear"`` is :func:`linear_probe`'s record (``top1``, ``train_top1``, ``top5``
+    with >= 5 classes), ``"knn"`` is ``{"top1", "k", "temperature"}``, ``"retrieval"`` is
+    :func:`retrieval_recall`'s ``{"R@k": ...}``.
+    """
+    p = probe_cfg
+    linear = linear_probe(train_x, train_y, test_x, test_y, epochs=p.probe_epochs, lr=p.probe_lr,
+                          weight_decay=p.probe_weight_decay, seed=seed)
+    knn = knn_accuracy(train_x, train_y, test_x, test_y, k=p.knn_k, temperature=p.knn_temperature)
+    retrieval = retrieval_recall(train_x, train_y, test_x, test_y, ks=p.retrieval_ks)
+    return {"linear": linear, "knn": {"top1": knn, "k": p.knn_k, "temperature": p.knn_temperature},
+            "retrieval": retrieval}
+
+
+def frozen_features(encoder: nn.Module, train_set: Any, test_set: Any, *, level: str = "res5", device: Any = None,
+                    recalibrate: bool = True, seed: int = 0, batch_size: int = 8, recalibrate_batches: int | None = 20,
+                    cache_path: str | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+    """One extraction for every frozen protocol: ``{"train_x", "train_y", "test_x", "test_y"}``.
+
+    Notebook ``07_linear_probe_and_retrieval``. With ``recalibrate`` the encoder's BatchNorm
+    statistics are first re-estimated on ``train_set`` (which should yield *clean* clips: the eval
+    transform, i.e. ``build_labeled_dataset(..., "train", mode="test")``). With ``cache_path`` the
+    features are saved there (atomically) and read back on the next call instead of re-extracted.
+    """
+    from pathlib import Path
+
+    if cache_path is not None and Path(cache_path).is_file():
+        return torch.load(cache_path, map_location="cpu", weights_only=True)
+    if recalibrate:
+        recalibrate_batchnorm(encoder, train_set, num_batches=recalibrate_batches, batch_size=batch_size,
+                              device=device, seed=seed)
+    train_x, train_y, _ = extract_features(encoder, train_set, level=level, batch_size=batch_size, device=device,
+                                           progress=progress)
+    test_x, test_y, _ = extract_features(encoder, test_set, level=level, batch_size=batch_size, device=device,
+                                         progress=progress)
+    out = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    if cache_path is not None:
+        path = Path(cache_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(out, tmp)
+        tmp.replace(path)
+    return out

@@ -321,3 +321,58 @@ def plot_pretraining_curves(metrics: dict) -> Figure:
     acc_ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- downstream (notebooks 06-07)
+
+INIT_PALETTE = {"random": "0.6", "vthcl": FAST_COLOR, "external": "#8c564b"}
+PROTOCOL_NAMES = {"linear": "linear probe", "knn": "weighted kNN", "retrieval_r1": "retrieval R@1",
+                  "finetune": "fine-tuning"}
+
+
+def plot_init_comparison(results: Sequence[dict], *, title: str = "random vs VTHCL initialisation") -> Figure:
+    """Top-1 per protocol for each initialisation: bars at the mean over seeds, one dot per seed.
+
+    Notebook ``07_linear_probe_and_retrieval``; ``results`` are the summary's rows
+    (``{"protocol", "init", "seed", "top1"}``, top-1 as a fraction).
+    """
+    if not results:
+        raise ValueError("results is empty; expected rows with protocol, init, seed and top1")
+    order = [p for p in PROTOCOL_NAMES if any(r["protocol"] == p for r in results)]
+    inits = [i for i in INIT_PALETTE if any(r["init"] == i for r in results)]
+    data = {"protocol": [PROTOCOL_NAMES[r["protocol"]] for r in results],
+            "init": [r["init"] for r in results], "top-1 (%)": [100 * r["top1"] for r in results]}
+    fig = Figure(figsize=(1.9 * len(order) + 2, 3.6))
+    ax = fig.subplots()
+    names = [PROTOCOL_NAMES[p] for p in order]
+    palette = {i: INIT_PALETTE[i] for i in inits}
+    sns.barplot(data=data, x="protocol", y="top-1 (%)", hue="init", order=names, hue_order=inits,
+                palette=palette, errorbar=None, alpha=0.75, ax=ax)
+    sns.stripplot(data=data, x="protocol", y="top-1 (%)", hue="init", order=names, hue_order=inits,
+                  palette=palette, dodge=True, color="k", edgecolor="k", linewidth=0.6, size=5, legend=False, ax=ax)
+    ax.set(title=title, xlabel="", ylim=(0, 100))
+    fig.tight_layout()
+    return fig
+
+
+def plot_finetune_history(histories: dict[str, Sequence[dict]], *, title: str = "fine-tuning") -> Figure:
+    """Training loss, training top-1 and the learning rate per epoch, one line per run (notebook ``06_action_recognition``).
+
+    ``histories`` maps a run's name (e.g. ``"vthcl seed 0"``) to :func:`vthcl_lib.finetune.finetune`'s ``history``.
+    """
+    if not histories:
+        raise ValueError("histories is empty; expected {run name: per-epoch records}")
+    fig = Figure(figsize=(12, 3.2))
+    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    palette = sns.color_palette("tab10", len(histories))
+    for color, (name, history) in zip(palette, histories.items()):
+        epochs = [h["epoch"] for h in history]
+        loss_ax.plot(epochs, [h["loss"] for h in history], color=color, label=name)
+        acc_ax.plot(epochs, [100 * h["train_top1"] for h in history], color=color, label=name)
+        lr_ax.step(epochs, [h["lr"] for h in history], where="post", color=color, label=name)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title}: training loss")
+    acc_ax.set(xlabel="epoch", ylabel="train top-1 (%)", title="training accuracy (augmented clips)", ylim=(0, 100))
+    lr_ax.set(xlabel="epoch", ylabel="learning rate", title="step schedule", yscale="log")
+    acc_ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

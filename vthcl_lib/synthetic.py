@@ -73,7 +73,9 @@ FLIP_BEHAVIOUR = {
 # axis (u -> -u), which makes the renderer mirror-exact.
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon")
 
-GENERATOR_VERSION = 2  # 2: MPEG-4 files at a fixed quantiser (the default rate control blurred them into blocks)
+GENERATOR_VERSION = 3  # 2: MPEG-4 at a fixed quantiser; 3: plain backgrounds and the distractor made optional
+BACKGROUNDS = ("texture", "plain")
+PLAIN_GREY = 0.4  # the uniform background of background="plain"
 LAYOUT_DIRS = ("kinetics400", "ucf101", "hmdb51")
 STAMP_NAME = "corpus.json"
 _IN_PROGRESS_NAME = ".synthetic_in_progress"
@@ -123,6 +125,8 @@ def check_synthetic_config(cfg: SyntheticConfig) -> None:
         raise ValueError(f"synthetic tempo_range={cfg.tempo_range}: expected 0 < low <= high")
     if cfg.noise_sigma < 0:
         raise ValueError(f"synthetic noise_sigma={cfg.noise_sigma} must be >= 0")
+    if cfg.background not in BACKGROUNDS:
+        raise ValueError(f"synthetic background={cfg.background!r}; expected one of {BACKGROUNDS}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -474,7 +478,7 @@ def render_scene(
 class SyntheticVideo:
     """A rendered labeled video and everything drawn for it (notebook ``00_setup_and_data``).
 
-    ``boxes`` is ``[num_actors, T, 4]``: the main sprite first, then the distractor.
+    ``boxes`` is ``[num_actors, T, 4]``: the main sprite first, then the distractor (when the config has one).
     """
 
     frames: np.ndarray
@@ -512,13 +516,15 @@ def make_video(
     look = sample_appearance(rng, cfg)
     appearance = look if appearance is None else appearance
     params = sample_motion_params(rng, motion, appearance.radius)
-    distractor_look = sample_appearance(rng, cfg, radius_range=DISTRACTOR_RADIUS)
-    distractor_params = sample_motion_params(rng, "wander", distractor_look.radius)
-    actors = [
-        Actor(appearance, motion_track(params, num_frames, tempo)),
-        Actor(distractor_look, motion_track(distractor_params, num_frames, tempo)),
-    ]
-    background = background_pool(cfg.frame_size, cfg.num_backgrounds, cfg.seed)[appearance.background % cfg.num_backgrounds]
+    actors = [Actor(appearance, motion_track(params, num_frames, tempo))]
+    if cfg.distractor:
+        distractor_look = sample_appearance(rng, cfg, radius_range=DISTRACTOR_RADIUS)
+        distractor_params = sample_motion_params(rng, "wander", distractor_look.radius)
+        actors.append(Actor(distractor_look, motion_track(distractor_params, num_frames, tempo)))
+    if cfg.background == "plain":
+        background = np.full((cfg.frame_size, cfg.frame_size, 3), PLAIN_GREY, np.float32)
+    else:
+        background = background_pool(cfg.frame_size, cfg.num_backgrounds, cfg.seed)[appearance.background % cfg.num_backgrounds]
     frames, boxes = render_scene(background, actors, noise_sigma=cfg.noise_sigma, rng=rng)
     return SyntheticVideo(frames=frames, boxes=boxes, motion=motion, tempo=tempo, appearance=appearance, params=params)
 

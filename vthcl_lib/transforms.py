@@ -35,6 +35,7 @@ class AugmentParams:
     saturation: float = 1.0
     hue: float = 0.0
     grayscale: bool = False
+    channel_order: tuple[int, int, int] = (0, 1, 2)  # a permutation of RGB (channel_shuffle_prob)
 
 
 def sample_crop_box(
@@ -150,10 +151,13 @@ def normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...
 
 @dataclass(frozen=True)
 class ClipAugmentation:
-    """Training augmentation: random resized crop, flip, colour jitter, grayscale, normalise.
+    """Training augmentation: random resized crop, flip, colour jitter, channel shuffle, grayscale, normalise.
 
     ``sample`` draws the parameters once; ``apply`` uses them; calling the object with several
-    clips applies one draw to all of them (notebook ``01_tempo_sampling``).
+    clips applies one draw to all of them (notebook ``01_tempo_sampling``). With
+    ``color_per_view`` the geometry (crop, flip) is still drawn once, but every clip gets its own
+    colour draw (jitter, channel order, grayscale): the views then share what moved where, not
+    what colour it had, so colour cannot identify a video (notebook ``07_linear_probe_and_retrieval``).
     """
 
     crop_size: int = 56
@@ -166,10 +170,16 @@ class ClipAugmentation:
     grayscale_prob: float = 0.2
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    channel_shuffle_prob: float = 0.0  # chance of a random RGB permutation (a large hue change)
+    color_per_view: bool = False  # one colour draw per clip of a pair instead of one for both
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> AugmentParams:
         top, left, h, w = sample_crop_box(rng, height, width, self.crop_scale, self.crop_ratio)
         flip = bool(rng.random() < self.flip_prob)
+        return self.sample_color(rng, AugmentParams(top, left, h, w, flip))
+
+    def sample_color(self, rng: np.random.Generator, geometry: AugmentParams) -> AugmentParams:
+        """``geometry``'s crop and flip with a fresh colour draw (jitter, channel order, grayscale)."""
         jitter = {}
         if (self.color_jitter > 0 or self.hue_jitter > 0) and rng.random() < self.jitter_prob:
             s = self.color_jitter
@@ -177,25 +187,53 @@ class ClipAugmentation:
                 brightness=float(rng.uniform(1 - s, 1 + s)), contrast=float(rng.uniform(1 - s, 1 + s)),
                 saturation=float(rng.uniform(1 - s, 1 + s)), hue=float(rng.uniform(-self.hue_jitter, self.hue_jitter)),
             )
+        order = (0, 1, 2)
+        if self.channel_shuffle_prob > 0 and rng.random() < self.channel_shuffle_prob:
+            order = tuple(int(c) for c in rng.permutation(3))
         gray = bool(rng.random() < self.grayscale_prob)
-        return AugmentParams(top, left, h, w, flip, grayscale=gray, **jitter)
+        return AugmentParams(geometry.top, geometry.left, geometry.height, geometry.width, geometry.flip,
+                             grayscale=gray, channel_order=order, **jitter)  # type: ignore[arg-type]
 
-    def apply(self, frames: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    def geometry(self, frames: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Crop, resize and flip: uint8 ``[T, H, W, C]`` -> float ``[C, T, crop, crop]`` in [0, 1]."""
         clip = resized_crop(to_float_cthw(frames), params.top, params.left, params.height, params.width, self.crop_size)
-        if params.flip:
-            clip = hflip(clip)
+        return hflip(clip) if params.flip else clip
+
+    def color(self, clip: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Colour jitter, channel order, grayscale and normalisation of a float ``[C, T, h, w]`` clip."""
         if (params.brightness, params.contrast, params.saturation, params.hue) != (1.0, 1.0, 1.0, 0.0):
             clip = color_jitter(clip, params.brightness, params.contrast, params.saturation, params.hue)
+        if params.channel_order != (0, 1, 2):
+            clip = clip[list(params.channel_order)]
         if params.grayscale:
             clip = grayscale(clip)
         return normalize(clip, self.mean, self.std)
+
+    def apply(self, frames: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        return self.color(self.geometry(frames, params), params)
+
+    def tempo_pair(self, fast_frames: torch.Tensor, alpha: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(slow, fast)`` from the fast clip's frames: one geometry; the slow clip is ``fast[:, ::alpha]``.
+
+        With one colour draw the slow clip is simply the augmented fast clip subsampled; with
+        ``color_per_view`` the slow clip gets its own colour draw. Notebook ``01_tempo_sampling``.
+        """
+        params = self.sample(rng, *fast_frames.shape[1:3])
+        base = self.geometry(fast_frames, params)
+        fast = self.color(base, params)
+        if not self.color_per_view:
+            return fast[:, ::alpha], fast
+        return self.color(base[:, ::alpha], self.sample_color(rng, params)), fast
 
     def __call__(self, *clips: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         heights = {tuple(c.shape[1:3]) for c in clips}
         if len(heights) != 1:
             raise ValueError(f"clips of one pair must share their frame size, got {sorted(heights)}")
         params = self.sample(rng, *heights.pop())
-        return tuple(self.apply(c, params) for c in clips)
+        if not self.color_per_view:
+            return tuple(self.apply(c, params) for c in clips)
+        draws = [params] + [self.sample_color(rng, params) for _ in clips[1:]]
+        return tuple(self.apply(c, p) for c, p in zip(clips, draws))
 
 
 @dataclass(frozen=True)
@@ -219,7 +257,8 @@ def augmentation_from_config(data_cfg) -> ClipAugmentation:
     return ClipAugmentation(
         crop_size=data_cfg.crop_size, crop_scale=tuple(data_cfg.crop_scale), color_jitter=data_cfg.color_jitter,
         hue_jitter=data_cfg.hue_jitter, grayscale_prob=data_cfg.grayscale_prob,
-        mean=tuple(data_cfg.mean), std=tuple(data_cfg.std),
+        mean=tuple(data_cfg.mean), std=tuple(data_cfg.std), channel_shuffle_prob=data_cfg.channel_shuffle_prob,
+        color_per_view=data_cfg.color_per_view,
     )
 
 

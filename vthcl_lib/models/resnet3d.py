@@ -32,7 +32,7 @@ BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}
 TEMPORAL_KERNEL_BASIS = {"slow": (1, 1, 1, 3, 3), "fast": (5, 3, 3, 3, 3)}
 STAGE_WIDTH_MULTIPLIERS = (1, 2, 4, 8)  # res2..res5 inner width = stem width x this
 STAGE_STRIDES = (1, 2, 2, 2)  # spatial only; res5's is an override (1 for the detection variant)
-OVERRIDES = ("base_width", "fast_ratio", "res5_stride", "res5_dilation", "temporal_kernels")  # build_encoder's keywords
+OVERRIDES = ("base_width", "fast_ratio", "res5_stride", "res5_dilation", "temporal_kernels", "zero_init_residual")  # build_encoder's keywords
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel, *, stride=1, padding=0,
@@ -155,7 +155,8 @@ class ResNet3D(nn.Module):
     """
 
     def __init__(self, depth: int, pathway: str, *, base_width: int = 64, fast_ratio: float = 1 / 8,
-                 res5_stride: int = 2, res5_dilation: int = 1, temporal_kernels: Sequence[int] | None = None):
+                 res5_stride: int = 2, res5_dilation: int = 1, temporal_kernels: Sequence[int] | None = None,
+                 zero_init_residual: bool = True):
         super().__init__()
         if depth not in BLOCKS_PER_STAGE:
             raise ValueError(f"depth={depth!r}; expected one of {tuple(BLOCKS_PER_STAGE)}")
@@ -191,9 +192,9 @@ class ResNet3D(nn.Module):
                                               temporal_kernel=temporal_kernels[i + 1], stride=strides[i],
                                               dilation=dilations[i]))
             in_channels = self.stage_channels[name] = stage_width * block.expansion
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -202,7 +203,8 @@ class ResNet3D(nn.Module):
                 nn.init.zeros_(m.bias)
         # Zero-init the last BN of every residual block (the standard trick of Goyal et al. 2017,
         # also in torchvision and pySlowFast): each block starts as the identity, which helps early training.
-        for m in self.modules():
+        # Off, every block adds its random residual: the stronger *frozen* random baseline (notebook 07).
+        for m in self.modules() if zero_init_residual else ():
             if isinstance(m, (BasicBlock3D, Bottleneck3D)):
                 nn.init.zeros_(m.last_bn.weight)
 

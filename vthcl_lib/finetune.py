@@ -1,0 +1,201 @@
+"""Fine-tuning the slow encoder for action recognition on UCF-101 / HMDB-51 (VTHCL_SPEC c.2).
+
+Taught in notebook ``06_action_recognition``. The protocol: the slow encoder (8 frames at the
+slow stride), global average pooling of res5, dropout, one linear classifier; SGD with the lr
+divided by 10 at fixed epochs (the paper: 0.1, /10 at 40 and 80 of 100, batch 64); testing on 10
+uniformly spaced clips per video whose softmax probabilities are averaged (video-level accuracy,
+the number the paper reports), with the clip-level accuracy beside it.
+
+Initialisations (:func:`init_slow_encoder`): ``"random"`` (the encoder's own initialisation under
+the run's seed), ``"vthcl"`` (our pre-training's ``slow_encoder.pt``) and ``"external"`` (any
+checkpoint :func:`vthcl_lib.checkpoints.load_slow_encoder` reads, e.g. the official weights, with
+its load report).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vthcl_lib.checkpoints import LoadReport, load_slow_encoder
+from vthcl_lib.config import Config
+from vthcl_lib.datasets import LabeledClipDataset, build_labeled_dataset
+from vthcl_lib.engine import ensure_pretrained, seed_run
+from vthcl_lib.environment import resolve_device
+from vthcl_lib.evaluate import clip_and_video_accuracy
+from vthcl_lib.models import ResNet3D, build_encoder
+
+INITS = ("random", "vthcl", "external")
+
+
+class VideoClassifier(nn.Module):
+    """Slow encoder -> global average pool of ``level`` -> dropout -> linear (notebook ``06_action_recognition``).
+
+    ``forward(x [B, 3, T, H, W])`` returns logits ``[B, num_classes]``.
+    """
+
+    def __init__(self, encoder: ResNet3D, num_classes: int, *, dropout: float = 0.5, level: str = "res5"):
+        super().__init__()
+        if level not in encoder.stage_channels:
+            raise ValueError(f"level={level!r}; expected one of {sorted(encoder.stage_channels)}")
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes={num_classes!r}; expected a whole number >= 2")
+        self.encoder, self.level = encoder, level
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(encoder.stage_channels[level], int(num_classes))
+        nn.init.normal_(self.fc.weight, std=0.01)  # pySlowFast/TPN heads start near zero
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feature = self.encoder(x)[self.level].mean(dim=(2, 3, 4))
+        return self.fc(self.dropout(feature))
+
+
+def init_slow_encoder(cfg: Config, init: str, *, checkpoint: str | os.PathLike | None = None,
+                      seed: int | None = None, zero_init_residual: bool = True) -> tuple[ResNet3D, LoadReport | None]:
+    """The slow encoder a downstream run starts from: ``(encoder, load report or None)``.
+
+    Notebook ``06_action_recognition``. ``init="random"`` builds ``cfg.model``'s slow encoder with
+    ``torch.manual_seed(seed)`` (default ``cfg.seed``), the initialisation pre-training itself starts
+    from (``zero_init_residual=False`` keeps every residual branch active: the stronger random
+    baseline for frozen features, notebook 07); ``"vthcl"`` and ``"external"`` load ``checkpoint`` into that architecture and return the
+    :class:`~vthcl_lib.checkpoints.LoadReport` (print it: missing and unexpected keys, shape
+    mismatches, whether BatchNorm statistics came with the weights).
+    """
+    if init not in INITS:
+        raise ValueError(f"init={init!r}; expected one of {INITS}")
+    if init == "random":
+        if checkpoint is not None:
+            raise ValueError("init='random' takes no checkpoint; use init='vthcl' or 'external' to load one")
+        torch.manual_seed(cfg.seed if seed is None else int(seed))
+        m = cfg.model
+        return build_encoder(m.depth, "slow", base_width=m.base_width, fast_ratio=m.fast_ratio,
+                             zero_init_residual=zero_init_residual), None
+    if checkpoint is None:
+        raise ValueError(f"init={init!r} needs checkpoint=<path to the weights>")
+    return load_slow_encoder(checkpoint, model_cfg=cfg.model)
+
+
+def checkpoint_for(cfg: Config, init: str, *, seed: int, pretrain_root: str | os.PathLike,
+                   external: str | os.PathLike | None = None) -> Path | None:
+    """The weights an initialisation starts from: None (random), seed ``seed``'s VTHCL pre-training, or ``external``.
+
+    Notebooks ``06_action_recognition`` and ``07_linear_probe_and_retrieval``. For ``"vthcl"`` the
+    pre-training of ``cfg`` with this seed lives in ``<pretrain_root>/seed<seed>`` and is trained
+    there now if it is missing or unfinished (:func:`vthcl_lib.engine.ensure_pretrained`).
+    """
+    if init not in INITS:
+        raise ValueError(f"init={init!r}; expected one of {INITS}")
+    if init == "random":
+        return None
+    if init == "external":
+        if external is None:
+            raise ValueError("init='external' needs the path of the weights (EXTERNAL_CHECKPOINT)")
+        if not Path(external).is_file():
+            raise FileNotFoundError(f"external checkpoint '{external}' does not exist")
+        return Path(external)
+    return ensure_pretrained(seed_run(cfg, seed, pretrain_root))
+
+
+def result_row(record: dict[str, Any], init: str) -> dict[str, Any]:
+    """One summary row from a :func:`finetune` record (notebook ``06_action_recognition``)."""
+    keys = ("seed", "split", "dataset", "top1", "clip_top1")
+    return {"protocol": "finetune", "init": init, **{k: record[k] for k in keys}}
+
+
+def lr_at(epoch: float, cfg: Config) -> float:
+    """The fine-tuning learning rate at a (fractional) epoch: warm-up, then /10 at each milestone.
+
+    Notebook ``06_action_recognition`` plots it.
+    """
+    f = cfg.finetune
+    if f.finetune_warmup_epochs > 0 and epoch < f.finetune_warmup_epochs:
+        return f.finetune_lr * (epoch + 1e-3) / f.finetune_warmup_epochs
+    return f.finetune_lr * 0.1 ** sum(epoch >= m for m in f.finetune_milestones)
+
+
+def num_classes_of(*datasets: LabeledClipDataset) -> int:
+    """Largest label + 1 over the datasets' records (notebook ``06_action_recognition``)."""
+    return 1 + max(int(r.label) for d in datasets for r in d.records)
+
+
+@torch.no_grad()
+def predict_clips(model: nn.Module, test_set: Any, *, batch_size: int, device: torch.device,
+                  progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of every test clip: ``([V, K, C], labels [V])`` for a test-mode dataset (notebook ``06_action_recognition``)."""
+    model.eval()
+    logits, labels = [], []
+    loader = DataLoader(test_set, batch_size=max(1, batch_size // 4), shuffle=False)
+    for clips, label, _ in tqdm(loader, desc="test clips", disable=not progress, leave=False):
+        b, k = clips.shape[:2]
+        out = model(clips.reshape(b * k, *clips.shape[2:]).to(device))
+        logits.append(out.float().reshape(b, k, -1).cpu())
+        labels.append(torch.as_tensor(label).reshape(-1))
+    return torch.cat(logits), torch.cat(labels)
+
+
+def finetune(cfg: Config, encoder: ResNet3D, *, dataset: str | None = None, split: int = 1,
+             seed: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``encoder`` on one split and test it; returns the run's record.
+
+    Notebook ``06_action_recognition``. Data: :func:`~vthcl_lib.datasets.build_labeled_dataset`
+    (train: augmented clips; test: ``num_test_clips`` uniformly spaced clips per video). The order of
+    the training clips and the dropout masks follow ``seed`` (default ``cfg.seed``). The record:
+    ``{"dataset", "split", "seed", "top1"`` (video level, 10-clip softmax average), ``"video_top1",
+    "clip_top1"`` (each clip alone, labelled as such), ``"video_top5"`` (with >= 5 classes),
+    ``"num_train", "num_test", "num_classes", "history"`` (per epoch: loss, train top-1, lr)``}``.
+    """
+    f = cfg.finetune
+    dataset = dataset or f.finetune_dataset
+    seed = cfg.seed if seed is None else int(seed)
+    device = resolve_device(cfg.device)
+    train_set = build_labeled_dataset(cfg, dataset, split, "train", progress=progress)
+    test_set = build_labeled_dataset(cfg, dataset, split, "test", progress=progress)
+    if len(train_set) < f.finetune_batch_size:
+        raise ValueError(f"finetune_batch_size={f.finetune_batch_size} is larger than the {len(train_set)} "
+                         f"training videos of {dataset} split {split}")
+    num_classes = num_classes_of(train_set, test_set)
+    torch.manual_seed(seed)  # the classifier's initialisation and the dropout masks
+    model = VideoClassifier(encoder, num_classes, dropout=f.dropout).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=f.finetune_lr, momentum=f.finetune_momentum,
+                                weight_decay=f.finetune_weight_decay)
+    steps_per_epoch = len(train_set) // f.finetune_batch_size
+    history = []
+    bar = tqdm(range(f.finetune_epochs), desc=f"fine-tune {dataset} split {split} seed {seed}", disable=not progress)
+    for epoch in bar:
+        train_set.set_epoch(epoch)
+        order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, split]).integers(2**62)))
+        loader = DataLoader(train_set, batch_size=f.finetune_batch_size, shuffle=True, generator=order,
+                            drop_last=True, num_workers=cfg.data.num_workers)
+        model.train()
+        total, correct, seen = 0.0, 0, 0
+        for step, (clips, labels, _) in enumerate(loader):
+            lr = lr_at(epoch + step / steps_per_epoch, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            clips, labels = clips.to(device), torch.as_tensor(labels).to(device)
+            logits = model(clips)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * labels.shape[0]
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            seen += labels.shape[0]
+        history.append({"epoch": epoch + 1, "loss": total / seen, "train_top1": correct / seen, "lr": lr_at(epoch, cfg)})
+        bar.set_postfix(loss=f"{total / seen:.3f}", train_top1=f"{correct / seen:.2f}")
+    logits, labels = predict_clips(model, test_set, batch_size=f.finetune_batch_size, device=device, progress=progress)
+    record = {"dataset": dataset, "split": int(split), "seed": seed, "num_train": len(train_set),
+              "num_test": len(test_set), "num_classes": num_classes, "history": history}
+    acc = clip_and_video_accuracy(logits, labels, k=1)
+    record.update(top1=acc["video_top1"], video_top1=acc["video_top1"], clip_top1=acc["clip_top1"])
+    if num_classes >= 5:
+        record["video_top5"] = clip_and_video_accuracy(logits, labels, k=5)["video_top5"]
+    return record
