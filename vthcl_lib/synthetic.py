@@ -8,6 +8,10 @@ Taught in notebook ``00_setup_and_data``. DESIGN section 4 and SYNTHETIC_NOTES s
 * clutter keeps random features from solving the task: textured backgrounds from a small SHARED
   pool (a unique background per video is a per-instance shortcut), one small distractor sprite
   with its own unrelated motion, pixel noise and a random sprite colour;
+* the clutter is configurable (``background="plain"``, ``distractor=False``, ``noise_sigma=0``):
+  the ``demo`` preset turns it off, because with it even supervised training could not learn the
+  motions in a CPU budget, while random features stay weak without it (notebook
+  ``07_linear_probe_and_retrieval``);
 * a horizontal flip never changes the label: every class is either unchanged by a flip or has a
   direction sign drawn both ways with equal probability (:data:`FLIP_BEHAVIOUR`,
   :func:`mirror_params`). The renderer is mirror-exact: flipping a rendered video gives the video
