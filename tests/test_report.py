@@ -72,3 +72,13 @@ def test_frozen_protocols_share_one_extraction():
     out = frozen_protocols(train_x, train_y, test_x, test_y, resolve_config("ci", knn_k=3).probe)
     assert out["linear"]["top1"] == 1.0 and out["knn"]["top1"] == 1.0 and out["knn"]["k"] == 3
     assert out["retrieval"] == {"R@1": 1.0, "R@5": 1.0, "R@10": 1.0, "R@20": 1.0, "R@50": 1.0}
+
+
+def test_command_line_prints_the_table(tmp_path, capsys):
+    from vthcl_lib.report import main
+
+    save_metrics(tmp_path / "07_linear_probe_and_retrieval", {"results": _rows()})
+    assert main([str(tmp_path), "--preset", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "| linear probe |" in out and "summary.json" in out
+    assert json.loads((tmp_path / "summary.json").read_text())["preset"] == "demo"

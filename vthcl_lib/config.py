@@ -202,9 +202,9 @@ def _preset(name: str) -> Config:
             synthetic=SyntheticConfig(background="plain", distractor=False, noise_sigma=0.0),
             model=ModelConfig(depth=18, base_width=16, fast_ratio=0.5, embed_dim=128),
             contrast=ContrastConfig(temperature=0.1, num_negatives=32, positives="live", in_batch_negatives=True),
-            train=TrainConfig(epochs=8, batch_size=32, optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=1.0),
-            finetune=FinetuneConfig(finetune_epochs=12, finetune_batch_size=32, finetune_lr=0.05,
-                                    finetune_milestones=(8, 11), splits=(1,)),
+            train=TrainConfig(epochs=10, batch_size=32, optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=1.0),
+            finetune=FinetuneConfig(finetune_epochs=10, finetune_batch_size=32, finetune_lr=0.05,
+                                    finetune_milestones=(7, 9), splits=(1,)),
         )
     if name in ("paper_r18", "paper_r50"):
         # The paper's data settings (VTHCL_SPEC c.1): 64-frame window, tau 8, alpha 2, 224 crops
