@@ -234,3 +234,21 @@ def test_recalibrate_batchnorm_on_an_encoder_changes_stats_but_not_weights():
     assert not torch.allclose(enc.stem.bn.running_mean, torch.zeros_like(enc.stem.bn.running_mean))
     assert all(torch.equal(v, enc.state_dict()[k]) for k, v in weights.items())
     assert enc.training and enc.stem.bn.momentum == 0.1
+
+
+def test_frozen_features_extract_once_then_read_the_cache(tmp_path):
+    from vthcl_lib.evaluate import frozen_features
+
+    torch.manual_seed(0)
+    enc = build_encoder(18, "slow", base_width=4)
+    train, test = _ClipSet(6, clips=2, seed=1), _ClipSet(4, clips=2, seed=2)
+    cache = tmp_path / "f" / "feats.pt"
+    first = frozen_features(enc, train, test, batch_size=3, device="cpu", cache_path=cache, progress=False)
+    assert first["train_x"].shape == (6, enc.stage_channels["res5"]) and first["test_x"].shape[0] == 4
+    torch.testing.assert_close(first["train_x"], extract_features(enc, train, batch_size=3, device="cpu", progress=False)[0])
+    with torch.no_grad():  # a changed encoder is not consulted again: the cached features come back
+        for p in enc.parameters():
+            p.add_(1.0)
+    again = frozen_features(enc, train, test, batch_size=3, device="cpu", cache_path=cache, progress=False)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["feats.pt"]  # no temp file left behind

@@ -485,9 +485,7 @@ def frozen_features(encoder: nn.Module, train_set: Any, test_set: Any, *, level:
                                          progress=progress)
     out = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
     if cache_path is not None:
-        path = Path(cache_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(out, tmp)
-        tmp.replace(path)
+        from vthcl_lib.engine import save_checkpoint  # the same atomic write as the checkpoints
+
+        save_checkpoint(cache_path, out)
     return out

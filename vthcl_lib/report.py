@@ -78,8 +78,9 @@ def markdown_table(summary: Mapping[str, Any], protocols: Sequence[str] = PROTOC
 
     Notebook ``07_linear_probe_and_retrieval``.
     """
+    from vthcl_lib.plots import PROTOCOL_NAMES as names
+
     agg, gap = summary["aggregate"], summary["gap"]
-    names = {"linear": "linear probe", "knn": "weighted kNN", "retrieval_r1": "retrieval R@1", "finetune": "fine-tuning"}
     lines = ["| protocol | random init | VTHCL init | gap (points) |", "|---|---|---|---|"]
     for p in protocols:
         if p not in agg:
