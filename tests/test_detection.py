@@ -1,0 +1,102 @@
+"""3D RoIAlign against a naive per-box reference, and frame-level AP on hand-made detections."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vthcl_lib.detection import average_precision, box_iou, frame_ap, roi_align_3d
+
+
+def _bilinear(fmap, y, x):
+    """One sample, written plainly: 0 beyond one cell outside, border-clamped within it."""
+    h, w = fmap.shape[-2:]
+    if y < -1.0 or y > h or x < -1.0 or x > w:
+        return torch.zeros(fmap.shape[0])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = min(int(math.floor(y)), h - 1), min(int(math.floor(x)), w - 1)
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+    if y0 >= h - 1:
+        y = float(y0)
+    if x0 >= w - 1:
+        x = float(x0)
+    ly, lx = y - y0, x - x0
+    return ((1 - ly) * (1 - lx) * fmap[:, y0, x0] + (1 - ly) * lx * fmap[:, y0, x1]
+            + ly * (1 - lx) * fmap[:, y1, x0] + ly * lx * fmap[:, y1, x1])
+
+
+def _reference(features, rois, out, scale, ratio):
+    fmap = features.mean(dim=2)
+    result = torch.zeros(len(rois), fmap.shape[1], out, out, dtype=fmap.dtype)
+    for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        x1, y1, x2, y2 = (v * scale - 0.5 for v in (x1, y1, x2, y2))
+        bh, bw = (y2 - y1) / out, (x2 - x1) / out
+        for i in range(out):
+            for j in range(out):
+                acc = 0
+                for si in range(ratio):
+                    for sj in range(ratio):
+                        y = y1 + i * bh + (si + 0.5) * bh / ratio
+                        x = x1 + j * bw + (sj + 0.5) * bw / ratio
+                        acc = acc + _bilinear(fmap[int(b)], y, x)
+                result[k, :, i, j] = acc / ratio ** 2
+    return result
+
+
+def test_roi_align_matches_the_naive_reference():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 3, 4, 9, 11, generator=g, dtype=torch.float64)
+    rois = torch.tensor([[0, 10.0, 8.0, 90.0, 70.0], [1, -20.0, -10.0, 40.0, 30.0],  # partly outside
+                         [1, 150.0, 120.0, 200.0, 180.0], [0, 33.0, 33.0, 34.0, 34.0]],  # beyond the map; tiny
+                        dtype=torch.float64)
+    out = roi_align_3d(features, rois, 4, spatial_scale=1 / 8, sampling_ratio=2)
+    assert out.shape == (4, 3, 4, 4)
+    torch.testing.assert_close(out, _reference(features, rois, 4, 1 / 8, 2))
+    assert out[2].abs().max() == 0  # a box entirely off the map pools nothing
+
+
+def test_roi_align_reads_a_linear_ramp_exactly_and_pools_time():
+    h, w = 12, 16
+    ramp = torch.arange(w, dtype=torch.float64).expand(h, w)  # value = column index
+    time_varying = torch.stack([ramp + t for t in (-1.0, 1.0)])  # mean over time is the ramp
+    features = time_varying[None, None]  # [1, 1, 2, H, W]
+    rois = torch.tensor([[0, 2.0, 2.0, 10.0, 6.0]], dtype=torch.float64)
+    out = roi_align_3d(features, rois, (1, 4), spatial_scale=1.0, sampling_ratio=3)
+    centres = torch.tensor([3.0, 5.0, 7.0, 9.0]) - 0.5  # bin centres in the half-pixel convention
+    torch.testing.assert_close(out[0, 0, 0], centres.double())
+    with pytest.raises(ValueError, match="batch indices"):
+        roi_align_3d(features, torch.tensor([[1, 0.0, 0.0, 4.0, 4.0]]))
+    with pytest.raises(ValueError, match=r"\[B, C, T, H, W\]"):
+        roi_align_3d(features[0], rois)
+
+
+def test_box_iou_by_hand():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [5.0, 5.0, 6.0, 6.0]])
+    torch.testing.assert_close(box_iou(a, b), torch.tensor([[1 / 7, 1.0, 0.0]]))
+
+
+def test_frame_ap_on_hand_made_detections():
+    gt = [("f1", (0, 0, 10, 10), 0), ("f2", (0, 0, 10, 10), 0), ("f1", (20, 20, 30, 30), 1)]
+    dets = [("f1", (0, 0, 10, 10), 0, 0.9),    # hit
+            ("f1", (0, 0, 10, 10), 0, 0.85),   # the same box again: its GT is taken, a false positive
+            ("f2", (1, 1, 10, 10), 0, 0.7),    # IoU 0.81: hit
+            ("f2", (50, 50, 60, 60), 0, 0.95),  # highest score, wrong place: false positive
+            ("f1", (20, 20, 30, 30), 1, 0.5),  # class 1: one hit
+            ("f3", (0, 0, 1, 1), 2, 0.9)]      # a class without ground truth: ignored
+    # class 0 in score order: FP, hit, FP, hit -> precision 0, 1/2, 1/3, 1/2 at recall 0, .5, .5, 1
+    # monotone precision: 1/2 on (0, .5] and 1/2 on (.5, 1] -> AP = 0.5
+    out = frame_ap(dets, gt)
+    assert out["per_class"] == pytest.approx({0: 0.5, 1: 1.0})
+    assert out["mAP"] == pytest.approx(0.75)
+    # at IoU 0.9 the shifted box misses: FP, hit, FP, FP -> best precision 1/2 up to recall 1/2 -> AP = 0.25
+    assert frame_ap(dets, gt, iou_threshold=0.9)["per_class"][0] == pytest.approx(0.25)
+
+
+def test_average_precision_voc_rule():
+    # hit, miss, hit over 2 ground truths: precision 1, 1/2, 2/3 -> monotone 1, 2/3, 2/3 -> AP = .5 * 1 + .5 * 2/3
+    assert average_precision([0.9, 0.8, 0.7], [True, False, True], 2) == pytest.approx(0.5 + 1 / 3)
+    assert average_precision([], [], 3) == 0.0
+    with pytest.raises(ValueError, match="num_ground_truth"):
+        average_precision([0.5], [True], 0)
