@@ -538,6 +538,68 @@ class LabeledClipDataset(_BadVideoTracker, Dataset):
         return clip, int(record.label), record.video_id
 
 
+# --------------------------------------------------------------------------- Epic-Kitchens-55 annotations
+
+EPIC_COLUMNS = ("uid", "participant_id", "video_id", "narration", "start_timestamp", "stop_timestamp",
+                "start_frame", "stop_frame", "verb", "verb_class", "noun", "noun_class")
+
+
+@dataclass(frozen=True)
+class EpicSegment:
+    """One row of ``EPIC_train_action_labels.csv`` (Epic-Kitchens-55); notebook ``09_action_anticipation``.
+
+    ``action`` is the (verb_class, noun_class) pair the anticipation protocol scores as one label.
+    """
+
+    uid: int
+    participant_id: str
+    video_id: str
+    narration: str
+    start_frame: int
+    stop_frame: int
+    verb: str
+    verb_class: int
+    noun: str
+    noun_class: int
+
+    @property
+    def action(self) -> tuple[int, int]:
+        return (self.verb_class, self.noun_class)
+
+
+def read_epic_action_labels(csv_path: str | os.PathLike) -> list[EpicSegment]:
+    """Parse Epic-Kitchens-55's ``EPIC_train_action_labels.csv`` into :class:`EpicSegment` rows, in file order.
+
+    Notebook ``09_action_anticipation``. Extra columns (``all_nouns``, ``all_noun_classes``, the
+    timestamps) are read past; a missing column, a non-integer frame or class, or a segment that ends
+    before it starts is a :class:`DatasetLayoutError` naming the file and line.
+    """
+    csv_path = Path(csv_path)
+    _require_file(csv_path, "Epic-Kitchens-55's EPIC_train_action_labels.csv")
+    segments = []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in EPIC_COLUMNS if c not in header]
+        if missing:
+            raise DatasetLayoutError(f"'{csv_path}' lacks the columns {missing}; expected at least {','.join(EPIC_COLUMNS)}")
+        for line_no, row in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            if not any(row.values()):
+                continue
+            try:
+                ints = {k: int(row[k]) for k in ("uid", "start_frame", "stop_frame", "verb_class", "noun_class")}
+            except ValueError as err:
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: {err}; expected whole numbers in uid, "
+                                         "start_frame, stop_frame, verb_class and noun_class") from err
+            if ints["stop_frame"] < ints["start_frame"] or ints["start_frame"] < 0:
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: start_frame={ints['start_frame']}, "
+                                         f"stop_frame={ints['stop_frame']}; expected 0 <= start_frame <= stop_frame")
+            segments.append(EpicSegment(participant_id=row["participant_id"], video_id=row["video_id"],
+                                        narration=row["narration"], verb=row["verb"], noun=row["noun"], **ints))
+    return segments
+
+
 # --------------------------------------------------------------------------- builders from a config
 
 
