@@ -30,7 +30,7 @@ from vthcl_lib.datasets import LabeledClipDataset, build_labeled_dataset
 from vthcl_lib.engine import ensure_pretrained, seed_run
 from vthcl_lib.environment import resolve_device
 from vthcl_lib.evaluate import clip_and_video_accuracy
-from vthcl_lib.models import ResNet3D, build_encoder
+from vthcl_lib.models import ResNet3D, encoder_from_config
 
 INITS = ("random", "vthcl", "external")
 
@@ -75,9 +75,7 @@ def init_slow_encoder(cfg: Config, init: str, *, checkpoint: str | os.PathLike |
         if checkpoint is not None:
             raise ValueError("init='random' takes no checkpoint; use init='vthcl' or 'external' to load one")
         torch.manual_seed(cfg.seed if seed is None else int(seed))
-        m = cfg.model
-        return build_encoder(m.depth, "slow", base_width=m.base_width, fast_ratio=m.fast_ratio,
-                             zero_init_residual=zero_init_residual), None
+        return encoder_from_config(cfg.model, "slow", zero_init_residual=zero_init_residual), None
     if checkpoint is None:
         raise ValueError(f"init={init!r} needs checkpoint=<path to the weights>")
     return load_slow_encoder(checkpoint, model_cfg=cfg.model)

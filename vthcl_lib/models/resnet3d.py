@@ -236,9 +236,10 @@ def build_encoder(depth: int, pathway: str, **overrides: Any) -> ResNet3D:
     return ResNet3D(depth, pathway, **overrides)
 
 
-def encoder_from_config(model_cfg: Any, pathway: str) -> ResNet3D:
-    """``build_encoder`` with a ``ModelConfig``'s depth, base_width and fast_ratio.
+def encoder_from_config(model_cfg: Any, pathway: str, **overrides: Any) -> ResNet3D:
+    """``build_encoder`` with a ``ModelConfig``'s depth, base_width and fast_ratio (plus ``overrides``).
 
     Notebook ``02_slow_fast_encoders``.
     """
-    return build_encoder(model_cfg.depth, pathway, base_width=model_cfg.base_width, fast_ratio=model_cfg.fast_ratio)
+    return build_encoder(model_cfg.depth, pathway, base_width=model_cfg.base_width, fast_ratio=model_cfg.fast_ratio,
+                         **overrides)
