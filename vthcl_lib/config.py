@@ -36,6 +36,18 @@ class SyntheticConfig:
     tempo_range: tuple[float, float] = (0.5, 2.0)  # per-video speed factor, log-uniform
     noise_sigma: float = 0.03
     seed: int = 0
+    # AVA-style detection set (notebook 08): several actors per video, keyframes at 1 fps
+    ava_train_videos: int = 32
+    ava_val_videos: int = 12
+    ava_seconds: int = 6  # video length; keyframes at seconds 1 .. ava_seconds - 1
+    ava_frame_size: int = 112  # larger than frame_size: RoIAlign needs a few res5 cells per actor
+    ava_actors: tuple[int, int] = (2, 3)  # actors per video, drawn in this range
+    # Epic-Kitchens-style anticipation set (notebook 09): long videos of consecutive segments
+    epic_train_videos: int = 24
+    epic_val_videos: int = 8
+    epic_segments: int = 10  # segments per video
+    epic_segment_seconds: tuple[float, float] = (2.2, 3.2)
+    epic_follow_prob: float = 0.8  # chance that the next verb is the current verb's successor (else random)
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,57 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class DetectionConfig:
+    """AVA-style action detection (VTHCL_SPEC c.4; notebook ``08_action_detection``).
+
+    Paper: the slow encoder with res5 at spatial stride 1 and dilation 2, 3D RoIAlign on res5, a
+    per-class sigmoid classifier trained with binary cross-entropy, 24 epochs of SGD at lr 0.1
+    divided by 10 at 16 and 22, weight decay 1e-7, BatchNorm not frozen. Batch, momentum, dropout
+    and the proposal threshold follow pySlowFast's AVA configs [R].
+    """
+
+    detection_dataset: str = "ava"  # folder under data_root
+    detection_epochs: int = 24
+    detection_batch_size: int = 16  # clips per step (each brings all its boxes)
+    detection_lr: float = 0.1
+    detection_milestones: tuple[int, ...] = (16, 22)
+    detection_momentum: float = 0.9
+    detection_weight_decay: float = 1e-7
+    detection_warmup_epochs: float = 0.0
+    detection_dropout: float = 0.5
+    detection_res5_stride: int = 1
+    detection_res5_dilation: int = 2
+    roi_size: int = 7  # RoIAlign output (roi_size x roi_size), then max-pooled to one vector
+    detection_decode_size: tuple[int, int] | None = None  # frames at decode; None: the file's own size
+    proposal_score_threshold: float = 0.9  # person boxes kept for testing
+    iou_threshold: float = 0.5  # frame-level AP match threshold (the AVA protocol)
+
+
+@dataclass(frozen=True)
+class AnticipationConfig:
+    """Epic-Kitchens-style action anticipation (VTHCL_SPEC c.5; notebook ``09_action_anticipation``).
+
+    Paper: observe tau_o = 1 s ending tau_a = 1 s before the segment; the slow encoder, a shared MLP,
+    separate verb and noun heads; 80 epochs of lr 0.1 divided by 10 at 40 and 60. The MLP width,
+    momentum, weight decay and dropout are not stated [R].
+    """
+
+    anticipation_dataset: str = "epic_kitchens"  # folder under data_root
+    tau_o: float = 1.0  # seconds observed
+    tau_a: float = 1.0  # seconds between the observation's end and the segment's start
+    anticipation_epochs: int = 80
+    anticipation_batch_size: int = 32
+    anticipation_lr: float = 0.1
+    anticipation_milestones: tuple[int, ...] = (40, 60)
+    anticipation_momentum: float = 0.9
+    anticipation_weight_decay: float = 1e-4
+    anticipation_warmup_epochs: float = 0.0
+    anticipation_dropout: float = 0.5
+    mlp_hidden: int = 512  # the shared MLP's width [R]
+    anticipation_decode_size: tuple[int, int] | None = None  # None: data.decode_size
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a notebook or a run needs; print it to record the effective settings."""
 
@@ -162,6 +225,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    anticipation: AnticipationConfig = field(default_factory=AnticipationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,13 +246,19 @@ def _preset(name: str) -> Config:
             ),
             synthetic=SyntheticConfig(
                 frame_size=32, min_frames=24, max_frames=40, num_pretrain=24, ucf_groups=6,
-                ucf_clips_per_group=1, hmdb_per_class=6,
+                ucf_clips_per_group=1, hmdb_per_class=6, ava_train_videos=3, ava_val_videos=2, ava_seconds=3,
+                ava_frame_size=48, epic_train_videos=3, epic_val_videos=2, epic_segments=5,
+                epic_segment_seconds=(1.2, 1.6),
             ),
             model=ModelConfig(depth=18, base_width=8, fast_ratio=0.5, embed_dim=32),
             contrast=ContrastConfig(temperature=0.1, num_negatives=16),
             train=TrainConfig(epochs=2, batch_size=8, lr=0.01),
             finetune=FinetuneConfig(finetune_epochs=2, finetune_batch_size=8, finetune_lr=0.05, finetune_milestones=(1,)),
             probe=ProbeConfig(probe_epochs=20, knn_k=5),
+            detection=DetectionConfig(detection_epochs=2, detection_batch_size=4, detection_lr=0.05,
+                                      detection_milestones=(1,), roi_size=3, detection_decode_size=(48, 48)),
+            anticipation=AnticipationConfig(tau_o=0.5, tau_a=0.25, anticipation_epochs=2, anticipation_batch_size=4,
+                                            anticipation_lr=0.05, anticipation_milestones=(1,), mlp_hidden=32),
         )
     if name == "demo":
         # CPU-sized: a narrow R18 layout on 56-pixel crops, on a synthetic task where the label is the
@@ -205,6 +276,10 @@ def _preset(name: str) -> Config:
             train=TrainConfig(epochs=10, batch_size=32, optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=1.0),
             finetune=FinetuneConfig(finetune_epochs=10, finetune_batch_size=32, finetune_lr=0.05,
                                     finetune_milestones=(7, 9), splits=(1,)),
+            detection=DetectionConfig(detection_epochs=12, detection_batch_size=16, detection_lr=0.05,
+                                      detection_milestones=(8, 11), detection_decode_size=(112, 112)),
+            anticipation=AnticipationConfig(anticipation_epochs=12, anticipation_batch_size=32, anticipation_lr=0.05,
+                                            anticipation_milestones=(8, 11), mlp_hidden=256),
         )
     if name in ("paper_r18", "paper_r50"):
         # The paper's data settings (VTHCL_SPEC c.1): 64-frame window, tau 8, alpha 2, 224 crops
@@ -375,6 +450,31 @@ def validate(cfg: Config) -> None:
                          f"knn_temperature={p.knn_temperature}: expected positive values")
     if not p.retrieval_ks or any(k < 1 for k in p.retrieval_ks):
         raise ValueError(f"retrieval_ks={p.retrieval_ks}; expected whole numbers >= 1")
+    dt, an = cfg.detection, cfg.anticipation
+    for prefix, epochs, batch, lr, milestones in (
+            ("detection", dt.detection_epochs, dt.detection_batch_size, dt.detection_lr, dt.detection_milestones),
+            ("anticipation", an.anticipation_epochs, an.anticipation_batch_size, an.anticipation_lr,
+             an.anticipation_milestones)):
+        if epochs < 1 or batch < 1 or lr <= 0:
+            raise ValueError(f"{prefix}_epochs={epochs}, {prefix}_batch_size={batch}, {prefix}_lr={lr}: "
+                             "expected positive values")
+        if list(milestones) != sorted(set(milestones)) or any(m < 1 for m in milestones):
+            raise ValueError(f"{prefix}_milestones={milestones}; expected increasing epochs >= 1")
+    if dt.detection_res5_stride not in (1, 2) or dt.detection_res5_dilation < 1 or dt.roi_size < 1:
+        raise ValueError(f"detection_res5_stride={dt.detection_res5_stride}, detection_res5_dilation="
+                         f"{dt.detection_res5_dilation}, roi_size={dt.roi_size}: expected stride 1 or 2, "
+                         "dilation >= 1, roi_size >= 1")
+    if not 0 <= dt.detection_dropout < 1 or not 0 <= an.anticipation_dropout < 1:
+        raise ValueError(f"detection_dropout={dt.detection_dropout}, anticipation_dropout={an.anticipation_dropout}; "
+                         "expected 0 <= dropout < 1")
+    if not 0 <= dt.proposal_score_threshold <= 1 or not 0 < dt.iou_threshold <= 1:
+        raise ValueError(f"proposal_score_threshold={dt.proposal_score_threshold}, iou_threshold={dt.iou_threshold}: "
+                         "expected both in [0, 1] (iou_threshold > 0)")
+    check_size(dt.detection_decode_size, "detection_decode_size")
+    check_size(an.anticipation_decode_size, "anticipation_decode_size")
+    if an.tau_o <= 0 or an.tau_a < 0 or an.mlp_hidden < 1:
+        raise ValueError(f"tau_o={an.tau_o}, tau_a={an.tau_a}, mlp_hidden={an.mlp_hidden}: "
+                         "expected tau_o > 0, tau_a >= 0, mlp_hidden >= 1")
     check_synthetic_config(cfg.synthetic)
 
 

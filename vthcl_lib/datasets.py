@@ -600,6 +600,158 @@ def read_epic_action_labels(csv_path: str | os.PathLike) -> list[EpicSegment]:
     return segments
 
 
+def read_video_list(path: str | os.PathLike) -> list[str]:
+    """Video ids, one per line (blank lines and ``#`` comments skipped); notebook ``09_action_anticipation``."""
+    path = Path(path)
+    _require_file(path, "a video list (one video id per line)")
+    return [line for _, line in _text_lines(path) if not line.startswith("#")]
+
+
+# --------------------------------------------------------------------------- AVA v2.2 annotations
+
+AVA_COLUMNS = ("video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id")
+
+
+@dataclass(frozen=True)
+class AvaBox:
+    """One row of an AVA CSV (notebook ``08_action_detection``).
+
+    ``box`` is ``(x1, y1, x2, y2)`` normalised to [0, 1]. Annotation files fill ``action_id``
+    (1-based) and, from v2.1 on, ``person_id``; detection files (person boxes) leave the action
+    empty and fill ``score``.
+    """
+
+    video_id: str
+    timestamp: int
+    box: tuple[float, float, float, float]
+    action_id: int | None = None
+    person_id: int | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class AvaKeyframe:
+    """Every person box of one keyframe with its set of actions (notebook ``08_action_detection``).
+
+    ``boxes`` is float32 ``[K, 4]`` normalised; ``actions[k]`` the 1-based action ids of box k
+    (empty for person boxes that come from a detector); ``scores[k]`` the detector's score or 1.
+    """
+
+    video_id: str
+    timestamp: int
+    boxes: np.ndarray
+    actions: tuple[frozenset[int], ...]
+    scores: np.ndarray
+
+
+def read_ava_csv(csv_path: str | os.PathLike, *, kind: str = "annotations") -> list[AvaBox]:
+    """Parse an AVA CSV: ``kind="annotations"`` (``ava_{train,val}_v2.2.csv``: video_id, timestamp,
+    x1, y1, x2, y2, action_id[, person_id]) or ``"detections"`` (person boxes, pySlowFast's
+    ``ava_detection_*_boxes_and_labels.csv``: ..., x2, y2, [action_id], score).
+
+    Notebook ``08_action_detection``. A short row, a non-numeric field, a box outside [0, 1] or
+    with ``x2 <= x1`` / ``y2 <= y1`` is a :class:`DatasetLayoutError` naming the file and line.
+    """
+    if kind not in ("annotations", "detections"):
+        raise ValueError(f"kind={kind!r}; expected 'annotations' or 'detections'")
+    csv_path = Path(csv_path)
+    _require_file(csv_path, f"an AVA {kind} CSV (video_id,timestamp,x1,y1,x2,y2,...)")
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for line_no, row in enumerate(csv.reader(handle), start=1):
+            row = [field.strip() for field in row]
+            if not any(row):
+                continue
+            if len(row) < (7 if kind == "annotations" else 8):
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: {len(row)} fields; expected "
+                                         + ("video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]" if kind == "annotations"
+                                            else "video_id,timestamp,x1,y1,x2,y2,[action_id],score"))
+            try:
+                box = tuple(float(v) for v in row[2:6])
+                timestamp = int(row[1])
+                action = int(row[6]) if row[6] else None
+                person = int(row[7]) if kind == "annotations" and len(row) > 7 and row[7] else None
+                score = float(row[7]) if kind == "detections" else None
+            except ValueError as err:
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: {err}; expected an integer timestamp, "
+                                         "four box coordinates, integer action and person ids"
+                                         + (" and a float score" if kind == "detections" else "")) from err
+            x1, y1, x2, y2 = box
+            if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: box {box}; expected normalised "
+                                         "0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+            if kind == "annotations" and action is None:
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: no action_id; annotation rows need one")
+            rows.append(AvaBox(row[0], timestamp, box, action, person, score))  # type: ignore[arg-type]
+    return rows
+
+
+def read_ava_excluded_timestamps(csv_path: str | os.PathLike) -> set[tuple[str, int]]:
+    """``ava_*_excluded_timestamps_v2.2.csv`` -> {(video_id, timestamp)} (notebook ``08_action_detection``)."""
+    csv_path = Path(csv_path)
+    _require_file(csv_path, "an AVA excluded-timestamps CSV (video_id,timestamp)")
+    out = set()
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for line_no, row in enumerate(csv.reader(handle), start=1):
+            if not any(f.strip() for f in row):
+                continue
+            try:
+                out.add((row[0].strip(), int(row[1])))
+            except (IndexError, ValueError) as err:
+                raise DatasetLayoutError(f"'{csv_path}' line {line_no}: {row}; expected video_id,timestamp") from err
+    return out
+
+
+_PBTXT_ITEM = re.compile(r"item\s*\{(?P<body>[^}]*)\}", re.S)
+
+
+def read_ava_label_map(pbtxt_path: str | os.PathLike) -> dict[int, str]:
+    """``ava_action_list_v2.2.pbtxt`` -> {action id: name} (notebook ``08_action_detection``).
+
+    Reads ``name:`` with ``id:`` (or ``label_id:``) inside each ``item { ... }``.
+    """
+    pbtxt_path = Path(pbtxt_path)
+    _require_file(pbtxt_path, "AVA's action list (ava_action_list_v2.2.pbtxt)")
+    labels = {}
+    for match in _PBTXT_ITEM.finditer(pbtxt_path.read_text(encoding="utf-8")):
+        body = match.group("body")
+        name = re.search(r'name:\s*"(?P<v>[^"]*)"', body)
+        ident = re.search(r"\b(?:label_)?id:\s*(?P<v>\d+)", body)
+        if not name or not ident:
+            raise DatasetLayoutError(f"'{pbtxt_path}': item {body.strip()!r} lacks a name or an id")
+        labels[int(ident.group("v"))] = name.group("v")
+    if not labels:
+        raise DatasetLayoutError(f"'{pbtxt_path}' holds no 'item {{ name: ... id: ... }}' entries")
+    return labels
+
+
+def group_ava_keyframes(rows: Sequence[AvaBox], *, excluded: set[tuple[str, int]] = frozenset(),
+                        min_score: float = 0.0) -> list[AvaKeyframe]:
+    """Rows -> one :class:`AvaKeyframe` per (video, timestamp), in order of first appearance.
+
+    Rows of the same person (same ``person_id``, or the same box when there is none) merge into one
+    box with a set of actions, as AVA lists one row per (person, action). Excluded keyframes and
+    detections scoring below ``min_score`` are dropped. Notebook ``08_action_detection``.
+    """
+    frames: dict[tuple[str, int], dict] = {}
+    for row in rows:
+        key = (row.video_id, row.timestamp)
+        if key in excluded or (row.score is not None and row.score < min_score):
+            continue
+        people = frames.setdefault(key, {})
+        person = (row.person_id, row.box) if row.person_id is not None else (None, row.box)
+        entry = people.setdefault(person, {"box": row.box, "actions": set(), "score": 1.0 if row.score is None else row.score})
+        if row.action_id is not None:
+            entry["actions"].add(row.action_id)
+    out = []
+    for (video_id, timestamp), people in frames.items():
+        entries = list(people.values())
+        out.append(AvaKeyframe(
+            video_id, timestamp, np.array([e["box"] for e in entries], dtype=np.float32).reshape(-1, 4),
+            tuple(frozenset(e["actions"]) for e in entries), np.array([e["score"] for e in entries], dtype=np.float32)))
+    return out
+
+
 # --------------------------------------------------------------------------- builders from a config
 
 

@@ -85,7 +85,7 @@ STAMP_NAME = "corpus.json"
 _IN_PROGRESS_NAME = ".synthetic_in_progress"
 
 # Random streams: [seed, dataset * 10 + purpose, a, b] (fixed length: SeedSequence pads short keys with zeros).
-_DATASET_CODES = {"kinetics400": 1, "ucf101": 2, "hmdb51": 3, "backgrounds": 9}
+_DATASET_CODES = {"kinetics400": 1, "ucf101": 2, "hmdb51": 3, "ava": 4, "epic_kitchens": 5, "backgrounds": 9}
 _LENGTH, _CONTENT, _APPEARANCE, _SPLIT = 1, 2, 3, 4
 
 SPRITE_RADIUS = (0.14, 0.22)  # main sprite radius as a fraction of the frame side
@@ -131,6 +131,18 @@ def check_synthetic_config(cfg: SyntheticConfig) -> None:
         raise ValueError(f"synthetic noise_sigma={cfg.noise_sigma} must be >= 0")
     if cfg.background not in BACKGROUNDS:
         raise ValueError(f"synthetic background={cfg.background!r}; expected one of {BACKGROUNDS}")
+    if cfg.ava_train_videos < 1 or cfg.ava_val_videos < 1 or cfg.ava_seconds < 2:
+        raise ValueError(f"synthetic ava_train_videos={cfg.ava_train_videos}, ava_val_videos={cfg.ava_val_videos}, "
+                         f"ava_seconds={cfg.ava_seconds}: expected >= 1, >= 1 and >= 2 (one keyframe needs 2 s)")
+    if cfg.ava_frame_size % 2 or cfg.ava_frame_size < 16 or not 1 <= cfg.ava_actors[0] <= cfg.ava_actors[1]:
+        raise ValueError(f"synthetic ava_frame_size={cfg.ava_frame_size}, ava_actors={cfg.ava_actors}: expected an "
+                         "even size >= 16 and 1 <= low <= high actors")
+    if cfg.epic_train_videos < 1 or cfg.epic_val_videos < 1 or cfg.epic_segments < 2:
+        raise ValueError(f"synthetic epic_train_videos={cfg.epic_train_videos}, epic_val_videos={cfg.epic_val_videos}, "
+                         f"epic_segments={cfg.epic_segments}: expected >= 1, >= 1 and >= 2")
+    if not 0 < cfg.epic_segment_seconds[0] <= cfg.epic_segment_seconds[1] or not 0 <= cfg.epic_follow_prob <= 1:
+        raise ValueError(f"synthetic epic_segment_seconds={cfg.epic_segment_seconds}, epic_follow_prob="
+                         f"{cfg.epic_follow_prob}: expected 0 < low <= high and a probability in [0, 1]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -720,8 +732,13 @@ def write_hmdb51_style(root: str | os.PathLike, cfg: SyntheticConfig, *, workers
 # The whole corpus
 
 
+TRANSFER_PREFIXES = ("ava_", "epic_")  # fields of the detection/anticipation sets (vthcl_lib.synthetic_transfer)
+
+
 def _config_record(cfg: SyntheticConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples become lists, as in the stamp
+    """The stamp's config: every field except the transfer sets' own, which have their own stamps."""
+    record = {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith(TRANSFER_PREFIXES)}
+    return json.loads(json.dumps(record))  # tuples become lists, as in the stamp
 
 
 def read_stamp(root: str | os.PathLike) -> dict | None:
