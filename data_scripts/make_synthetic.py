@@ -2,8 +2,11 @@
 
     python data_scripts/make_synthetic.py --preset ci --out data/synthetic/ci
     python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2
+    python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --sets ava epic_kitchens
 
-Without ``--force`` an existing corpus made from the same config is kept as it is.
+The recognition corpus (Kinetics-, UCF-101- and HMDB-51-style) and the transfer sets (AVA-style for
+notebook 08, Epic-Kitchens-style for notebook 09) each carry their own stamp; without ``--force`` a set
+made from the same config is kept as it is.
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ from pathlib import Path
 
 from vthcl_lib.config import resolve_config
 from vthcl_lib.synthetic import ensure_synthetic
+from vthcl_lib.synthetic_transfer import TRANSFER_WRITERS, ensure_transfer_sets
+
+SETS = ("recognition", *TRANSFER_WRITERS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes rendering and encoding in parallel")
     parser.add_argument("--force", action="store_true", help="regenerate even when the stamp matches")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars (logs in CI)")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS),
+                        help="which sets to write (default: all): recognition = Kinetics/UCF-101/HMDB-51 styles")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers={args.workers} must be >= 1")
@@ -34,14 +42,21 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, seed=args.seed)
     root = Path(args.out)
     start = time.perf_counter()
-    stamp = ensure_synthetic(root, cfg, workers=args.workers, progress=not args.no_progress, force=args.force)
-    seconds = time.perf_counter() - start
-    verb = "wrote" if stamp["generated"] else "kept existing (config unchanged; --force regenerates)"
-    print(f"{verb} synthetic corpus '{root}' (preset {args.preset}, seed {cfg.seed}):")
-    for name, count in stamp["counts"].items():
-        print(f"  {name:<12} {count['videos']:>6} videos {count['frames']:>9} frames")
-    print(f"  stamp: {root / 'corpus.json'}")
-    print(f"time: {seconds:.1f} s (workers={args.workers})")
+    if "recognition" in args.sets:
+        stamp = ensure_synthetic(root, cfg, workers=args.workers, progress=not args.no_progress, force=args.force)
+        verb = "wrote" if stamp["generated"] else "kept existing (config unchanged; --force regenerates)"
+        print(f"{verb} synthetic corpus '{root}' (preset {args.preset}, seed {cfg.seed}):")
+        for name, count in stamp["counts"].items():
+            print(f"  {name:<14} {count['videos']:>6} videos {count['frames']:>9} frames")
+        print(f"  stamp: {root / 'corpus.json'}")
+    transfer = [s for s in args.sets if s != "recognition"]
+    if transfer:
+        stamps = ensure_transfer_sets(root, cfg, sets=tuple(transfer), progress=not args.no_progress, force=args.force)
+        for name, stamp in stamps.items():
+            verb = "wrote" if stamp["generated"] else "kept"
+            parts = ", ".join(f"{subset}: " + " ".join(f"{v} {k}" for k, v in c.items()) for subset, c in stamp["counts"].items())
+            print(f"  {name:<14} {verb} ({parts}); stamp: {root / name / 'corpus.json'}")
+    print(f"time: {time.perf_counter() - start:.1f} s (workers={args.workers})")
     return 0
 
 

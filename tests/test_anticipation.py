@@ -38,3 +38,111 @@ def test_bad_arguments_are_named():
         observation_window(10, 0)
     with pytest.raises(ValueError, match="num_frames"):
         observation_indices(observation_window(100, 25), 0)
+
+
+# ------------------------------------------------------------------ the model and metrics on the synthetic Epic-style set
+
+import torch  # noqa: E402
+
+from vthcl_lib.anticipation import (  # noqa: E402
+    AnticipationModel,
+    action_scores,
+    anticipation_metrics,
+    topk_hits,
+    train_anticipation,
+)
+from vthcl_lib.config import resolve_config  # noqa: E402
+from vthcl_lib.datasets import build_epic_datasets  # noqa: E402
+from vthcl_lib.finetune import init_slow_encoder  # noqa: E402
+from vthcl_lib.synthetic_transfer import ensure_transfer_sets  # noqa: E402
+from vthcl_lib.transforms import normalize, to_float_cthw  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def epic_cfg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("epic_ci")
+    cfg = resolve_config("ci", data_root=str(root), run_dir=str(root / "runs"))
+    ensure_transfer_sets(root, cfg.synthetic, sets=("epic_kitchens",), progress=False)
+    return cfg
+
+
+def test_metrics_by_hand():
+    verb_logits = torch.tensor([[3.0, 2.0, 1.0], [0.0, 1.0, 5.0]])
+    noun_logits = torch.tensor([[0.0, 4.0], [2.0, 1.0]])
+    verbs, nouns = torch.tensor([1, 2]), torch.tensor([1, 0])
+    assert topk_hits(verb_logits, verbs, 1).tolist() == [False, True]
+    assert topk_hits(verb_logits, verbs, 2).tolist() == [True, True]
+    scores = action_scores(verb_logits, noun_logits)
+    brute = torch.stack([torch.log_softmax(verb_logits, 1)[:, v] + torch.log_softmax(noun_logits, 1)[:, n]
+                         for v in range(3) for n in range(2)], dim=1)
+    torch.testing.assert_close(scores, brute)
+    m = anticipation_metrics(verb_logits, noun_logits, verbs, nouns, ks=(1, 2))
+    # action 0: best pair (0, 1), true (1, 1) second; action 1: best (2, 0) = true
+    assert m == {"verb_top1": 0.5, "verb_top2": 1.0, "noun_top1": 1.0, "noun_top2": 1.0,
+                 "action_top1": 0.5, "action_top2": 1.0}
+
+
+def test_dataset_observes_the_window_before_the_segment_padding_at_the_video_start(epic_cfg):
+    data = build_epic_datasets(epic_cfg, progress=False)
+    val = data["val"]
+    an, d = epic_cfg.anticipation, epic_cfg.data
+    first = val.segments[0]  # starts 1 s in: earlier than tau_o + tau_a? check what the window does
+    window = observation_window(first.start_frame, 25, tau_o=an.tau_o, tau_a=an.tau_a)
+    idx = observation_indices(window, d.window // d.tau)
+    record = val.records[0]
+    expected = normalize(to_float_cthw(val.source.read(record, idx)), d.mean, d.std)
+    clip, verb, noun, uid = val[0]
+    assert (verb, noun, uid) == (first.verb_class, first.noun_class, first.uid)
+    assert clip.shape == expected.shape and torch.allclose(clip, expected, atol=1e-5)  # ci: crop = decode size
+    assert idx.max() < first.start_frame - round(an.tau_a * 25)  # nothing from the anticipation gap
+
+
+def test_segment_starting_before_tau_o_plus_tau_a_reads_frame_0_for_the_missing_part(epic_cfg):
+    from dataclasses import replace
+
+    cfg = replace(epic_cfg, anticipation=replace(epic_cfg.anticipation, tau_o=1.0, tau_a=0.6))  # 1.6 s > 1 s lead
+    val = build_epic_datasets(cfg, progress=False)["val"]
+    window = val.windows[val.segments[0].uid]
+    assert window.clipped and window.wanted_first < 0
+    idx = observation_indices(window, 4)
+    assert idx[0] == 0 and idx.max() < window.end
+    clip = val[0][0]
+    frame0 = normalize(to_float_cthw(val.source.read(val.records[0], [0])), cfg.data.mean, cfg.data.std)
+    assert torch.allclose(clip[:, :1], frame0, atol=1e-5)
+
+
+def test_model_heads_and_a_short_training_run(epic_cfg):
+    encoder, _ = init_slow_encoder(epic_cfg, "random", seed=0)
+    model = AnticipationModel(encoder, 8, 6, hidden=16)
+    verb_logits, noun_logits = model(torch.randn(2, 3, 4, 32, 32))
+    assert verb_logits.shape == (2, 8) and noun_logits.shape == (2, 6)
+    record = train_anticipation(epic_cfg, encoder, seed=0, progress=False)
+    assert [h["lr"] for h in record["history"]] == pytest.approx([0.05, 0.005])
+    for key in ("verb_top1", "verb_top5", "noun_top1", "noun_top5", "action_top1", "action_top5"):
+        assert 0.0 <= record[key] <= 1.0
+    assert record["verb_top1"] <= record["verb_top5"] and record["action_top1"] <= record["action_top5"]
+    assert record["top1"] == record["noun_top1"] and record["num_val"] == 10
+
+
+def test_builder_names_missing_folders_split_clashes_and_counts_missing_videos(epic_cfg, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from vthcl_lib.datasets import DatasetLayoutError
+
+    empty = replace(epic_cfg, data=replace(epic_cfg.data, data_root=str(tmp_path)))
+    with pytest.raises(DatasetLayoutError, match="prepare_epic_kitchens"):
+        build_epic_datasets(empty, progress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(epic_cfg.data.data_root + "/epic_kitchens", copy / "epic_kitchens")
+    cfg = replace(epic_cfg, data=replace(epic_cfg.data, data_root=str(copy), cache_dir=str(tmp_path / "cache")))
+    val_list = copy / "epic_kitchens" / "splits" / "anticipation_val_videos.txt"
+    first_val = val_list.read_text().split()[0]
+    next(copy.rglob(f"{first_val}.MP4")).unlink()
+    data = build_epic_datasets(cfg, progress=False)
+    assert len(data["bad_videos"]) == 1 and first_val in next(iter(data["bad_videos"]))
+    assert {s.video_id for s in data["val"].segments} == set(val_list.read_text().split()) - {first_val}
+    train_list = copy / "epic_kitchens" / "splits" / "anticipation_train_videos.txt"
+    train_list.write_text(train_list.read_text() + f"{first_val}\n")
+    with pytest.raises(DatasetLayoutError, match="both anticipation split lists"):
+        build_epic_datasets(cfg, progress=False)

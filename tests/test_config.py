@@ -106,3 +106,23 @@ def test_downstream_sections_and_presets():
         resolve_config("ci", probe_level="res6")
     with pytest.raises(ValueError, match="finetune_dataset"):
         resolve_config("ci", finetune_dataset="kinetics400")
+
+
+def test_transfer_sections_follow_the_paper_and_name_bad_values():
+    paper = resolve_config("paper_r18")
+    d, a = paper.detection, paper.anticipation
+    assert (d.detection_epochs, d.detection_lr, d.detection_milestones, d.detection_weight_decay) == (24, 0.1, (16, 22), 1e-7)
+    assert (d.detection_res5_stride, d.detection_res5_dilation, d.iou_threshold) == (1, 2, 0.5)
+    assert (a.anticipation_epochs, a.anticipation_lr, a.anticipation_milestones, a.tau_o, a.tau_a) == (80, 0.1, (40, 60), 1.0, 1.0)
+    demo = resolve_config("demo", detection_milestones="3,5", tau_a="0.5")
+    assert demo.detection.detection_milestones == (3, 5) and demo.anticipation.tau_a == 0.5
+    for overrides, message in (({"detection_milestones": (5, 3)}, "detection_milestones"),
+                               ({"anticipation_epochs": 0}, "anticipation_epochs"),
+                               ({"detection_res5_stride": 3}, "detection_res5_stride"),
+                               ({"tau_o": 0}, "tau_o"),
+                               ({"proposal_score_threshold": 1.5}, "proposal_score_threshold"),
+                               ({"ava_actors": (3, 2)}, "ava_actors"),
+                               ({"epic_follow_prob": 2.0}, "epic_follow_prob"),
+                               ({"detection_decode_size": (0, 32)}, "detection_decode_size")):
+        with pytest.raises(ValueError, match=message):
+            resolve_config("ci", **overrides)

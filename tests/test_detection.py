@@ -100,3 +100,109 @@ def test_average_precision_voc_rule():
     assert average_precision([], [], 3) == 0.0
     with pytest.raises(ValueError, match="num_ground_truth"):
         average_precision([0.5], [True], 0)
+
+
+# ------------------------------------------------------------------ the detector on the synthetic AVA-style set
+
+import numpy as np  # noqa: E402
+
+from vthcl_lib.config import resolve_config  # noqa: E402
+from vthcl_lib.datasets import AvaKeyframe, build_ava_datasets, collate_keyframes  # noqa: E402
+from vthcl_lib.detection import (  # noqa: E402
+    ActionDetector,
+    detection_encoder_overrides,
+    evaluate_detector,
+    train_detector,
+)
+from vthcl_lib.finetune import init_slow_encoder  # noqa: E402
+from vthcl_lib.synthetic_transfer import ensure_transfer_sets  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ava_cfg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ava_ci")
+    cfg = resolve_config("ci", data_root=str(root), run_dir=str(root / "runs"))
+    ensure_transfer_sets(root, cfg.synthetic, sets=("ava",), progress=False)
+    return cfg
+
+
+def test_detection_encoder_keeps_res5_at_stride_16_with_the_same_weights(ava_cfg):
+    detector_encoder, _ = init_slow_encoder(ava_cfg, "random", seed=0, **detection_encoder_overrides(ava_cfg))
+    plain, _ = init_slow_encoder(ava_cfg, "random", seed=0)
+    x = torch.randn(1, 3, 4, 48, 48)
+    assert detector_encoder(x)["res5"].shape[-2:] == (3, 3) and plain(x)["res5"].shape[-2:] == (2, 2)
+    assert {k: v.shape for k, v in detector_encoder.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert [block.conv_b.dilation for block in detector_encoder.res5] == [(1, 2, 2)] * 2  # pySlowFast's place for it
+
+
+def test_detector_scores_every_box_from_its_region(ava_cfg):
+    encoder, _ = init_slow_encoder(ava_cfg, "random", seed=0, **detection_encoder_overrides(ava_cfg))
+    model = ActionDetector(encoder, 5, roi_size=3, dropout=0.0).eval()
+    clips = torch.randn(2, 3, 4, 48, 48)
+    rois = torch.tensor([[0, 0.0, 0.0, 0.5, 0.5], [1, 0.5, 0.5, 1.0, 1.0], [1, 0.0, 0.0, 0.5, 0.5]])
+    logits = model(clips, rois)
+    assert logits.shape == (3, 5)
+    alone = model(clips[1:], torch.tensor([[0, 0.5, 0.5, 1.0, 1.0]]))
+    torch.testing.assert_close(alone[0], logits[1], atol=1e-5, rtol=1e-5)  # a box sees only its own clip
+
+
+def test_ava_dataset_flips_boxes_with_the_clip_and_collates_rois(ava_cfg):
+    data = build_ava_datasets(ava_cfg, progress=False)
+    train = data["train"]
+    assert data["val_boxes"] == "detected" and len(data["class_ids"]) == 8
+    clip, boxes, targets, key = train[0]
+    keyframe = train.by_key[key]
+    assert clip.shape == (3, ava_cfg.data.window // ava_cfg.data.tau, 48, 48)
+    assert torch.equal(targets.sum(dim=1), torch.ones(len(boxes)))  # one action per synthetic actor
+    plain = torch.from_numpy(keyframe.boxes)
+    mirrored = torch.stack([1 - plain[:, 2], plain[:, 1], 1 - plain[:, 0], plain[:, 3]], dim=1)
+    flips = set()
+    for epoch in range(6):
+        train.set_epoch(epoch)
+        _, b, _, _ = train[0]
+        flips.add(bool(torch.allclose(b, mirrored)) and not torch.allclose(b, plain))
+        assert torch.allclose(b, plain) or torch.allclose(b, mirrored)
+    assert flips == {True, False}  # both seen over a few epochs
+    clips, rois, stacked, keys = collate_keyframes([train[0], train[1]])
+    assert rois.shape == (len(train[0][1]) + len(train[1][1]), 5) and set(rois[:, 0].tolist()) == {0.0, 1.0}
+    assert stacked.shape[0] == rois.shape[0] and len(keys) == 2
+
+
+def test_evaluate_detector_gives_map_1_for_perfect_scores_and_lower_when_swapped():
+    gt = [AvaKeyframe("v", 1, np.array([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]], np.float32),
+                      (frozenset({1}), frozenset({2})), np.ones(2, np.float32))]
+    boxes = gt[0].boxes
+    perfect = [("v,0001", boxes, np.array([[0.9, 0.1], [0.2, 0.8]]))]
+    assert evaluate_detector(perfect, gt, [1, 2])["mAP"] == pytest.approx(1.0)
+    swapped = [("v,0001", boxes, np.array([[0.1, 0.9], [0.8, 0.2]]))]
+    # each class's true box ranks second of two: precision 1/2 at full recall
+    assert evaluate_detector(swapped, gt, [1, 2])["mAP"] == pytest.approx(0.5)
+
+
+def test_train_detector_runs_the_schedule_and_reports_map(ava_cfg):
+    encoder, _ = init_slow_encoder(ava_cfg, "random", seed=0, **detection_encoder_overrides(ava_cfg))
+    record = train_detector(ava_cfg, encoder, seed=0, progress=False)
+    assert [h["lr"] for h in record["history"]] == pytest.approx([0.05, 0.005])  # /10 at epoch 1
+    assert 0.0 <= record["mAP"] <= 1.0 and set(record["per_class"]) <= {m.replace("_", " ") for m in
+                                                                         ("diagonal_slide", "flicker", "horizontal_slide",
+                                                                          "orbit", "spin", "vertical_slide", "zigzag",
+                                                                          "zoom_pulse")}
+    assert record["mAP"] == pytest.approx(np.mean(list(record["per_class"].values())))
+    assert record["num_train"] > 0 and record["num_val"] > 0 and np.isfinite(record["history"][-1]["loss"])
+
+
+def test_ava_builder_scores_only_annotated_keyframes_with_confident_person_boxes(ava_cfg, tmp_path):
+    from dataclasses import replace
+
+    from vthcl_lib.datasets import DatasetLayoutError, read_ava_excluded_timestamps
+
+    data = build_ava_datasets(ava_cfg, progress=False)
+    root = ava_cfg.data.data_root
+    excluded = read_ava_excluded_timestamps(f"{root}/ava/annotations/ava_val_excluded_timestamps_v2.2.csv")
+    val_keys = {(k.video_id, k.timestamp) for k in data["val"].keyframes}
+    assert val_keys == {(k.video_id, k.timestamp) for k in data["val_ground_truth"]}
+    assert not val_keys & excluded and excluded
+    assert all((k.scores >= ava_cfg.detection.proposal_score_threshold).all() for k in data["val"].keyframes)
+    assert all(not any(k.actions) for k in data["val"].keyframes)  # person boxes carry no actions
+    with pytest.raises(DatasetLayoutError, match="prepare_ava"):
+        build_ava_datasets(replace(ava_cfg, data=replace(ava_cfg.data, data_root=str(tmp_path))), progress=False)

@@ -89,3 +89,29 @@ def test_pretraining_curves_draw_one_line_per_level():
     loss_ax, acc_ax = fig.axes
     assert [list(line.get_ydata()) for line in loss_ax.lines] == [[9.0, 8.0, 7.0], [8.5, 7.5, 6.0]]
     assert len(acc_ax.lines) == 3 and acc_ax.lines[-1].get_ydata()[0] == pytest.approx(0.1)  # chance line at 1/10
+
+
+def test_keyframe_boxes_draws_one_rectangle_and_label_per_box():
+    frame = np.zeros((40, 60, 3), np.uint8)
+    boxes = np.array([[0.1, 0.2, 0.5, 0.6], [0.5, 0.5, 1.0, 1.0]])
+    fig = plots.plot_keyframe_boxes(frame, boxes, ["spin", "orbit"], scores=[0.9, 0.25], title="k")
+    ax = fig.axes[0]
+    rects = [p for p in ax.patches if p.__class__.__name__ == "Rectangle"]
+    assert len(rects) == 2
+    assert rects[0].get_xy() == pytest.approx((0.1 * 60 - 0.5, 0.2 * 40 - 0.5))
+    assert (rects[0].get_width(), rects[0].get_height()) == pytest.approx((24.0, 16.0))
+    assert [t.get_text() for t in ax.texts] == ["spin 0.90", "orbit 0.25"]
+    with pytest.raises(ValueError, match="one label per box"):
+        plots.plot_keyframe_boxes(frame, boxes, ["spin"])
+
+
+def test_metric_by_init_draws_bar_means_and_seed_dots():
+    rows = [{"init": "random", "seed": s, "mAP": v, "noun": 0.1} for s, v in enumerate([0.2, 0.4])]
+    rows += [{"init": "vthcl", "seed": s, "mAP": v, "noun": 0.3} for s, v in enumerate([0.5, 0.7])]
+    fig = plots.plot_metric_by_init(rows, ["mAP", "noun"])
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches if p.get_height() > 0)
+    assert heights == pytest.approx(sorted([30.0, 10.0, 60.0, 30.0]))  # bars at the means, in %
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 8  # one dot per (row, metric)
+    with pytest.raises(ValueError, match="missing"):
+        plots.plot_metric_by_init(rows, ["action_top1"])

@@ -303,8 +303,15 @@ def test_cli_writes_the_ci_corpus_then_keeps_it(tmp_path):
     assert "wrote" in first.stdout and "kinetics400" in first.stdout and "time:" in first.stdout
     assert syn.read_stamp(out)["config"]["seed"] == 3
     assert len(list((out / "ucf101" / "UCF-101").rglob("*.avi"))) == 48  # ci: 8 classes x 6 groups x 1 clip
+    assert (out / "ava" / "annotations" / "ava_train_v2.2.csv").is_file()  # the transfer sets come by default
+    assert (out / "epic_kitchens" / "annotations" / "EPIC_train_action_labels.csv").is_file()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0 and "kept existing" in second.stdout
+    assert "ava            kept" in second.stdout and "epic_kitchens  kept" in second.stdout
+    only = subprocess.run([*cmd[:5], str(tmp_path / "only"), "--sets", "epic_kitchens", "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert only.returncode == 0, only.stderr
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["epic_kitchens"]
     bad = subprocess.run([*cmd[:2], "--preset", "paper_r18", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode != 0 and "preset" in bad.stderr
 

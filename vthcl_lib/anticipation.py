@@ -1,70 +1,152 @@
-"""Epic-Kitchens-style action anticipation: the observed window before each segment (VTHCL_SPEC c.5).
+"""Epic-Kitchens-style action anticipation (VTHCL_SPEC c.5).
 
-Taught in notebook ``09_action_anticipation`` (in progress, issue 5). The protocol observes
-``tau_o`` seconds of video that END ``tau_a`` seconds before the action segment starts, and predicts
-the segment's verb, noun and action from them. Near the start of a video the window can reach back
-before frame 0: :func:`observation_window` clips it there and says so, and
-:func:`observation_indices` then repeats the first frame (the padding rule of RULSTM's loaders) so
-that every segment still yields a clip of the same length.
+Taught in notebook ``09_action_anticipation``. The protocol observes ``tau_o`` seconds of video that
+END ``tau_a`` seconds before an action segment starts and predicts the segment's verb, noun and
+action (the (verb, noun) pair) from them:
+
+* the observed frames come from :func:`vthcl_lib.tempo.observation_window` and
+  :func:`vthcl_lib.tempo.observation_indices` (clipped at frame 0 and padded with the first frame,
+  RULSTM's rule, so segments near a video's start still give full-length clips);
+* :class:`AnticipationModel` is the paper's model: the slow encoder, global average pooling of res5,
+  a shared MLP and two linear heads (verbs, nouns), trained with the sum of their cross-entropies;
+* :func:`anticipation_metrics` gives top-1 and top-5 accuracy of verbs, nouns and actions; an
+  action's score is the product of its verb's and its noun's probabilities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vthcl_lib.config import Config
+from vthcl_lib.datasets import build_epic_datasets
+from vthcl_lib.environment import resolve_device
+from vthcl_lib.finetune import step_lr
+from vthcl_lib.models import ResNet3D
+from vthcl_lib.tempo import ObservationWindow, observation_indices, observation_window
+
+__all__ = ["ObservationWindow", "observation_window", "observation_indices", "AnticipationModel", "topk_hits",
+           "action_scores", "anticipation_metrics", "predict_segments", "train_anticipation"]
 
 
-@dataclass(frozen=True)
-class ObservationWindow:
-    """Frames ``[first, end)`` observed for a segment starting at ``segment_start`` (notebook ``09_action_anticipation``).
+class AnticipationModel(nn.Module):
+    """Slow encoder -> res5 average -> shared MLP (linear, ReLU, dropout) -> verb and noun heads.
 
-    ``wanted_first`` is where the full window would start (negative when it reaches before the
-    video); ``clipped`` says the window lost frames there; ``empty`` that nothing at all precedes
-    the anticipation gap (the segment starts less than ``tau_a`` into the video).
+    Notebook ``09_action_anticipation``. ``forward(x [B, 3, T, H, W])`` returns
+    ``(verb_logits [B, V], noun_logits [B, N])``.
     """
 
-    segment_start: int
-    wanted_first: int
-    first: int
-    end: int
+    def __init__(self, encoder: ResNet3D, num_verbs: int, num_nouns: int, *, hidden: int = 512, dropout: float = 0.5,
+                 level: str = "res5"):
+        super().__init__()
+        if level not in encoder.stage_channels:
+            raise ValueError(f"level={level!r}; expected one of {sorted(encoder.stage_channels)}")
+        for name, value in (("num_verbs", num_verbs), ("num_nouns", num_nouns), ("hidden", hidden)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name}={value!r}; expected a whole number >= 1")
+        self.encoder, self.level = encoder, level
+        self.mlp = nn.Sequential(nn.Linear(encoder.stage_channels[level], int(hidden)), nn.ReLU(inplace=True),
+                                 nn.Dropout(dropout))
+        self.verb_head = nn.Linear(int(hidden), int(num_verbs))
+        self.noun_head = nn.Linear(int(hidden), int(num_nouns))
 
-    @property
-    def clipped(self) -> bool:
-        return self.wanted_first < self.first
-
-    @property
-    def empty(self) -> bool:
-        return self.end <= 0
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shared = self.mlp(self.encoder(x)[self.level].mean(dim=(2, 3, 4)))
+        return self.verb_head(shared), self.noun_head(shared)
 
 
-def observation_window(segment_start: int, fps: float, *, tau_o: float = 1.0, tau_a: float = 1.0) -> ObservationWindow:
-    """The observed frames of a segment starting at frame ``segment_start`` (notebook ``09_action_anticipation``).
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean ``[B]``: is the label among the ``k`` highest scores (notebook ``09_action_anticipation``)."""
+    k = min(int(k), scores.shape[1])
+    return (scores.topk(k, dim=1).indices == labels.reshape(-1, 1)).any(dim=1)
 
-    ``end = segment_start - round(tau_a * fps)`` (exclusive) and ``first = end - round(tau_o * fps)``,
-    both clipped at frame 0.
+
+def action_scores(verb_logits: torch.Tensor, noun_logits: torch.Tensor) -> torch.Tensor:
+    """``[B, V * N]`` log-probabilities of every (verb, noun) pair, column ``v * N + n`` (notebook ``09_action_anticipation``).
+
+    Verbs and nouns are treated as independent given the clip: log p(v) + log p(n).
     """
-    if int(segment_start) != segment_start or segment_start < 0:
-        raise ValueError(f"segment_start={segment_start!r}; expected a frame index >= 0")
-    if not fps > 0 or tau_o <= 0 or tau_a < 0:
-        raise ValueError(f"fps={fps}, tau_o={tau_o}, tau_a={tau_a}: expected fps > 0, tau_o > 0, tau_a >= 0")
-    end = int(segment_start) - int(round(tau_a * fps))
-    wanted_first = end - int(round(tau_o * fps))
-    return ObservationWindow(int(segment_start), wanted_first, max(wanted_first, 0), max(end, 0))
+    return (F.log_softmax(verb_logits.float(), dim=1)[:, :, None]
+            + F.log_softmax(noun_logits.float(), dim=1)[:, None, :]).flatten(1)
 
 
-def observation_indices(window: ObservationWindow, num_frames: int) -> np.ndarray:
-    """``num_frames`` frame indices spread uniformly over the full (wanted) window (notebook ``09_action_anticipation``).
+def anticipation_metrics(verb_logits: torch.Tensor, noun_logits: torch.Tensor, verbs: torch.Tensor,
+                         nouns: torch.Tensor, *, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """``{"verb_top1", "verb_top5", "noun_top1", ..., "action_top5"}`` in [0, 1] (notebook ``09_action_anticipation``)."""
+    actions = verbs * noun_logits.shape[1] + nouns
+    out = {}
+    for name, scores, labels in (("verb", verb_logits, verbs), ("noun", noun_logits, nouns),
+                                 ("action", action_scores(verb_logits, noun_logits), actions)):
+        for k in ks:
+            out[f"{name}_top{k}"] = float(topk_hits(scores, labels, k).float().mean())
+    return out
 
-    Positions before frame 0 read frame 0 (the first frame is repeated); an empty window gives
-    ``num_frames`` zeros. The spacing is that of the full window, so a clipped window keeps the
-    tempo of the others.
+
+@torch.no_grad()
+def predict_segments(model: AnticipationModel, dataset: Any, *, batch_size: int, device: torch.device,
+                     progress: bool = True) -> dict[str, torch.Tensor]:
+    """Logits and labels of every segment: ``{"verb_logits", "noun_logits", "verbs", "nouns"}`` (notebook ``09_action_anticipation``)."""
+    model.eval()
+    parts: dict[str, list] = {"verb_logits": [], "noun_logits": [], "verbs": [], "nouns": []}
+    for clips, verbs, nouns, _ in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False),
+                                       desc="anticipate", disable=not progress, leave=False):
+        verb_logits, noun_logits = model(clips.to(device))
+        for key, value in zip(parts, (verb_logits.float().cpu(), noun_logits.float().cpu(), verbs, nouns)):
+            parts[key].append(torch.as_tensor(value))
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def train_anticipation(cfg: Config, encoder: ResNet3D, *, seed: int | None = None, progress: bool = True,
+                       data: dict | None = None) -> dict[str, Any]:
+    """Train :class:`AnticipationModel` on the training segments, then score the validation segments.
+
+    Notebook ``09_action_anticipation``. ``data`` is :func:`~vthcl_lib.datasets.build_epic_datasets`'s
+    output (built here when None). The order of the segments, the augmentation and the dropout
+    masks follow ``seed`` (default ``cfg.seed``). Returns the :func:`anticipation_metrics` plus
+    ``"top1"`` (= noun top-1, the paper's headline number beside the verb's), ``"num_train",
+    "num_val", "seed", "history"``.
     """
-    if int(num_frames) != num_frames or num_frames < 1:
-        raise ValueError(f"num_frames={num_frames!r}; expected a whole number >= 1")
-    length = window.end - window.wanted_first if not window.empty else window.segment_start - window.wanted_first
-    length = max(length, 1)
-    step = length / num_frames
-    positions = window.wanted_first + (np.arange(num_frames) + 0.5) * step
-    last = max(window.end - 1, 0)
-    return np.clip(np.floor(positions).astype(np.int64), 0, last)
-
+    an = cfg.anticipation
+    seed = cfg.seed if seed is None else int(seed)
+    data = build_epic_datasets(cfg, progress=progress) if data is None else data
+    train_set = data["train"]
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    model = AnticipationModel(encoder, data["num_verbs"], data["num_nouns"], hidden=an.mlp_hidden,
+                              dropout=an.anticipation_dropout).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=an.anticipation_lr, momentum=an.anticipation_momentum,
+                                weight_decay=an.anticipation_weight_decay)
+    steps_per_epoch = max(1, len(train_set) // an.anticipation_batch_size)
+    history = []
+    bar = tqdm(range(an.anticipation_epochs), desc=f"anticipation seed {seed}", disable=not progress)
+    for epoch in bar:
+        train_set.set_epoch(epoch)
+        order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, 9]).integers(2**62)))
+        loader = DataLoader(train_set, batch_size=an.anticipation_batch_size, shuffle=True, generator=order,
+                            drop_last=len(train_set) >= an.anticipation_batch_size, num_workers=cfg.data.num_workers)
+        model.train()
+        total, seen = 0.0, 0
+        for step, (clips, verbs, nouns, _) in enumerate(loader):
+            lr = step_lr(epoch + step / steps_per_epoch, an.anticipation_lr, an.anticipation_milestones,
+                         an.anticipation_warmup_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            verb_logits, noun_logits = model(clips.to(device))
+            loss = F.cross_entropy(verb_logits, verbs.to(device)) + F.cross_entropy(noun_logits, nouns.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(verbs)
+            seen += len(verbs)
+        history.append({"epoch": epoch + 1, "loss": total / max(seen, 1),
+                        "lr": step_lr(epoch, an.anticipation_lr, an.anticipation_milestones, an.anticipation_warmup_epochs)})
+        bar.set_postfix(loss=f"{total / max(seen, 1):.3f}")
+    out = predict_segments(model, data["val"], batch_size=an.anticipation_batch_size, device=device, progress=progress)
+    metrics = anticipation_metrics(out["verb_logits"], out["noun_logits"], out["verbs"], out["nouns"])
+    return {**metrics, "top1": metrics["noun_top1"], "num_train": len(train_set), "num_val": len(data["val"]),
+            "seed": seed, "history": history}

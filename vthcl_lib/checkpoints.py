@@ -231,7 +231,7 @@ def _infer_encoder(state: Mapping[str, torch.Tensor], path: Path) -> ResNet3D:
 
 
 def load_slow_encoder(path: str | os.PathLike, *, model_cfg: ModelConfig | None = None,
-                      strict: bool = False) -> tuple[ResNet3D, LoadReport]:
+                      strict: bool = False, overrides: dict[str, Any] | None = None) -> tuple[ResNet3D, LoadReport]:
     """Build the slow encoder and load weights into it: ``(encoder, report)``.
 
     Notebook ``06_action_recognition``. Accepted files:
@@ -246,7 +246,8 @@ def load_slow_encoder(path: str | os.PathLike, *, model_cfg: ModelConfig | None 
     The architecture comes from ``model_cfg`` if given, else from the config stored in our
     checkpoints, else from the weights (depth 50 when blocks have a third conv; stem width and
     temporal kernels from the conv shapes). Tensors of the wrong shape are skipped and reported,
-    never crash the load. With ``strict=True`` anything missing, unexpected or mismatched raises
+    never crash the load. ``overrides`` (with ``model_cfg``) change the architecture in ways that keep
+    every weight's shape, e.g. ``{"res5_stride": 1, "res5_dilation": 2}`` for detection. With ``strict=True`` anything missing, unexpected or mismatched raises
     ValueError with the report; otherwise the report is logged as a WARNING when the load is not
     clean. The encoder comes back on the CPU, in train mode.
     """
@@ -256,8 +257,10 @@ def load_slow_encoder(path: str | os.PathLike, *, model_cfg: ModelConfig | None 
     if model_cfg is not None and not all(hasattr(model_cfg, a) for a in ("depth", "base_width", "fast_ratio")):
         raise ValueError(f"model_cfg is a {type(model_cfg).__name__}; expected a ModelConfig")
     state, source_format, stored_cfg, unexpected, ignored = _unpack(_read(path), path)
+    if overrides and model_cfg is None:
+        raise ValueError("overrides need model_cfg: the architecture they change must be given, not inferred")
     cfg = model_cfg if model_cfg is not None else stored_cfg
-    encoder = encoder_from_config(cfg, "slow") if cfg is not None else _infer_encoder(state, path)
+    encoder = encoder_from_config(cfg, "slow", **(overrides or {})) if cfg is not None else _infer_encoder(state, path)
 
     model_state = encoder.state_dict()
     loadable, mismatched = {}, []

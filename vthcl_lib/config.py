@@ -278,8 +278,8 @@ def _preset(name: str) -> Config:
                                     finetune_milestones=(7, 9), splits=(1,)),
             detection=DetectionConfig(detection_epochs=12, detection_batch_size=16, detection_lr=0.05,
                                       detection_milestones=(8, 11), detection_decode_size=(112, 112)),
-            anticipation=AnticipationConfig(anticipation_epochs=12, anticipation_batch_size=32, anticipation_lr=0.05,
-                                            anticipation_milestones=(8, 11), mlp_hidden=256),
+            anticipation=AnticipationConfig(anticipation_epochs=20, anticipation_batch_size=32, anticipation_lr=0.05,
+                                            anticipation_milestones=(14, 18), mlp_hidden=256),
         )
     if name in ("paper_r18", "paper_r50"):
         # The paper's data settings (VTHCL_SPEC c.1): 64-frame window, tau 8, alpha 2, 224 crops

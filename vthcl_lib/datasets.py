@@ -32,8 +32,24 @@ import torch
 from torch.utils.data import Dataset
 
 from vthcl_lib.cache import FrameCache
-from vthcl_lib.tempo import SHORT_VIDEO_RULES, check_tempo, sample_tempo_indices, uniform_clip_starts, window_indices
-from vthcl_lib.transforms import ClipAugmentation, augmentation_from_config, eval_transform_from_config
+from vthcl_lib.tempo import (
+    SHORT_VIDEO_RULES,
+    check_tempo,
+    keyframe_indices,
+    observation_indices,
+    observation_window,
+    sample_tempo_indices,
+    uniform_clip_starts,
+    window_indices,
+)
+from vthcl_lib.transforms import (
+    ClipAugmentation,
+    augmentation_from_config,
+    eval_transform_from_config,
+    hflip,
+    normalize,
+    to_float_cthw,
+)
 from vthcl_lib.video import VideoDecodeError, probe, read_frames
 
 LOGGER_NAME = "vthcl_lib.datasets"
@@ -752,6 +768,123 @@ def group_ava_keyframes(rows: Sequence[AvaBox], *, excluded: set[tuple[str, int]
     return out
 
 
+# --------------------------------------------------------------------------- detection and anticipation datasets
+
+
+def keyframe_key(video_id: str, timestamp: int) -> str:
+    """``"<video_id>,<timestamp:04d>"``, AVA's own key of a keyframe (notebook ``08_action_detection``)."""
+    return f"{video_id},{int(timestamp):04d}"
+
+
+class AvaDetectionDataset(_BadVideoTracker, Dataset):
+    """AVA-style keyframes for detection (notebook ``08_action_detection``).
+
+    ``keyframes`` are :class:`AvaKeyframe` (ground truth for training, person boxes for testing);
+    ``videos`` maps a video id to its :class:`VideoRecord`, ``fps`` to its frame rate. An item is
+    ``(clip [3, T, H, W], boxes [K, 4] normalised, targets [K, C] multi-hot, key)`` with
+    ``targets[k, c] = 1`` when box k does ``class_ids[c]``. ``flip=True`` (training) mirrors the
+    clip and its boxes with probability 1/2; the frames are otherwise only normalised (no crop, so
+    the boxes stay where they are). Bad videos as in the module docstring.
+    """
+
+    def __init__(self, keyframes: Sequence[AvaKeyframe], videos: dict[str, VideoRecord], fps: dict[str, float], *,
+                 class_ids: Sequence[int], clip_frames: int, stride: int, source: FrameSource,
+                 mean: Sequence[float], std: Sequence[float], flip: bool = False, seed: int = 0,
+                 failure_budget: int = 20, logger: logging.Logger | None = None):
+        if not keyframes:
+            raise ValueError("keyframes is empty: a detection dataset needs at least one keyframe")
+        unknown = sorted({k.video_id for k in keyframes} - set(videos))
+        if unknown:
+            raise ValueError(f"{len(unknown)} keyframes' videos have no record, e.g. '{unknown[0]}'")
+        self.keyframes = list(keyframes)
+        self.by_key = {keyframe_key(k.video_id, k.timestamp): k for k in self.keyframes}
+        # one record per keyframe (its key as id), so bad-video bookkeeping serves another keyframe
+        self.records = [replace(videos[k.video_id], video_id=keyframe_key(k.video_id, k.timestamp)) for k in keyframes]
+        self.fps, self.class_ids = dict(fps), [int(c) for c in class_ids]
+        self.column = {c: i for i, c in enumerate(self.class_ids)}
+        self.clip_frames, self.stride, self.source, self.flip = int(clip_frames), int(stride), source, bool(flip)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.seed, self.epoch = int(seed), 0
+        self._init_tracking(failure_budget, logger)
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def targets(self, keyframe: AvaKeyframe) -> torch.Tensor:
+        """Multi-hot ``[K, C]`` of a keyframe's action sets (ids outside ``class_ids`` are ignored)."""
+        out = torch.zeros(len(keyframe.actions), len(self.class_ids))
+        for k, actions in enumerate(keyframe.actions):
+            for a in actions:
+                if a in self.column:
+                    out[k, self.column[a]] = 1.0
+        return out
+
+    def _make(self, record: VideoRecord, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        keyframe = self.by_key[record.video_id]
+        idx = keyframe_indices(keyframe.timestamp, self.fps[keyframe.video_id], _num_frames_or_bad(self.source, record),
+                               clip_frames=self.clip_frames, stride=self.stride)
+        clip = normalize(to_float_cthw(self.source.read(record, idx)), self.mean, self.std)
+        boxes = torch.from_numpy(keyframe.boxes.copy())
+        if self.flip and rng.random() < 0.5:
+            clip = hflip(clip)
+            boxes = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
+        return clip, boxes
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+        served, (clip, boxes) = self._serve(int(index), self._make)
+        key = self.records[served].video_id
+        return clip, boxes, self.targets(self.by_key[key]), key
+
+
+def collate_keyframes(batch: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Stack clips and concatenate boxes: ``(clips [B, ...], rois [K, 5] = (b, x1, y1, x2, y2) normalised,
+    targets [K, C], keys)`` (notebook ``08_action_detection``)."""
+    clips = torch.stack([item[0] for item in batch])
+    rois = torch.cat([torch.cat([torch.full((len(item[1]), 1), float(b)), item[1]], dim=1) for b, item in enumerate(batch)])
+    return clips, rois, torch.cat([item[2] for item in batch]), [item[3] for item in batch]
+
+
+class EpicAnticipationDataset(_BadVideoTracker, Dataset):
+    """Epic-style anticipation samples (notebook ``09_action_anticipation``).
+
+    For each segment the clip is ``clip_frames`` frames spread over the ``tau_o`` seconds that end
+    ``tau_a`` seconds before the segment starts (:func:`vthcl_lib.anticipation.observation_indices`:
+    clipped and padded with the first frame near the video's start). An item is
+    ``(clip [3, T, h, w], verb_class, noun_class, uid)``. ``transform`` as in
+    :class:`LabeledClipDataset`; bad videos as in the module docstring.
+    """
+
+    def __init__(self, segments: Sequence[EpicSegment], videos: dict[str, VideoRecord], fps: dict[str, float], *,
+                 clip_frames: int, tau_o: float, tau_a: float, transform: Callable, source: FrameSource,
+                 seed: int = 0, failure_budget: int = 20, logger: logging.Logger | None = None):
+        if not segments:
+            raise ValueError("segments is empty: an anticipation dataset needs at least one segment")
+        unknown = sorted({s.video_id for s in segments} - set(videos))
+        if unknown:
+            raise ValueError(f"{len(unknown)} segments' videos have no record, e.g. '{unknown[0]}'")
+        self.segments = list(segments)
+        self.by_uid = {s.uid: s for s in self.segments}
+        self.windows = {s.uid: observation_window(s.start_frame, fps[s.video_id], tau_o=tau_o, tau_a=tau_a)
+                        for s in self.segments}
+        self.records = [replace(videos[s.video_id], video_id=str(s.uid)) for s in self.segments]
+        self.clip_frames, self.transform, self.source = int(clip_frames), transform, source
+        self.seed, self.epoch = int(seed), 0
+        self._init_tracking(failure_budget, logger)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def _make(self, record: VideoRecord, rng: np.random.Generator) -> tuple[torch.Tensor]:
+        idx = observation_indices(self.windows[int(record.video_id)], self.clip_frames)
+        idx = np.minimum(idx, _num_frames_or_bad(self.source, record) - 1)
+        return (_transform_clip(self.transform, self.source.read(record, idx), rng),)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
+        served, (clip,) = self._serve(int(index), self._make)
+        segment = self.by_uid[int(self.records[served].video_id)]
+        return clip, segment.verb_class, segment.noun_class, segment.uid
+
+
 # --------------------------------------------------------------------------- builders from a config
 
 
@@ -855,3 +988,130 @@ def build_labeled_dataset(
     )
     labeled.bad_videos.update(failures)
     return labeled
+
+
+VIDEO_EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
+
+
+def _find_video(folders: Sequence[Path], video_id: str) -> Path:
+    """The first ``<folder>/<video_id><ext>`` that exists, else the first folder's ``.mp4`` (reported as bad later)."""
+    for folder in folders:
+        for ext in VIDEO_EXTENSIONS:
+            if (folder / f"{video_id}{ext}").is_file():
+                return folder / f"{video_id}{ext}"
+    return folders[0] / f"{video_id}.mp4"
+
+
+def _good_videos(videos: dict[str, VideoRecord], source: FrameSource, failure_budget: int, backend: str,
+                 *, progress: bool) -> tuple[dict[str, VideoRecord], dict[str, float], dict[str, str]]:
+    """Decode/cache the videos, drop the bad ones (within the budget), probe each good one's fps."""
+    records, failures = _prepare_records(list(videos.values()), source, failure_budget, progress=progress)
+    good, fps = {}, {}
+    for record in records:
+        if str(record.path) in failures:
+            continue
+        try:
+            fps[record.video_id] = float(probe(record.path, backend=backend).fps)
+        except VideoDecodeError as err:
+            failures[str(record.path)] = err.reason
+            continue
+        good[record.video_id] = record
+    if not good:
+        raise BadVideoBudgetExceeded(f"none of the {len(videos)} videos can be read: {failures}")
+    return good, fps, failures
+
+
+def build_ava_datasets(cfg, *, progress: bool = True) -> dict:
+    """Config -> AVA v2.2-layout root -> training and validation :class:`AvaDetectionDataset`.
+
+    Notebook ``08_action_detection``. Reads ``<data_root>/<detection_dataset>/annotations/``
+    (``ava_{train,val}_v2.2.csv``, the excluded timestamps, ``ava_action_list_v2.2.pbtxt``) and the
+    videos ``videos/trainval/<video_id>.<ext>``. Training uses the ground-truth boxes; validation
+    the person boxes of ``ava_detection_val_boxes_and_labels.csv`` scoring at least
+    ``proposal_score_threshold`` (the ground-truth boxes when that file is absent; the returned
+    ``"val_boxes"`` says which). Returns ``{"train", "val", "val_ground_truth", "label_map",
+    "class_ids", "val_boxes", "bad_videos"}``. Clips: ``window // tau`` frames at stride ``tau``
+    around each keyframe, decoded at ``detection_decode_size``.
+    """
+    d, det = cfg.data, cfg.detection
+    root = Path(d.data_root) / det.detection_dataset
+    _require_dir(root, f"the AVA-style folder '{det.detection_dataset}' under data_root='{d.data_root}' "
+                       "(generate the synthetic data or run data_scripts/prepare_ava.py first)")
+    ann = root / "annotations"
+    label_map = read_ava_label_map(ann / "ava_action_list_v2.2.pbtxt")
+    subsets = {}
+    for subset in ("train", "val"):
+        excluded_path = ann / f"ava_{subset}_excluded_timestamps_v2.2.csv"
+        excluded = read_ava_excluded_timestamps(excluded_path) if excluded_path.is_file() else set()
+        subsets[subset] = group_ava_keyframes(read_ava_csv(ann / f"ava_{subset}_v2.2.csv"), excluded=excluded)
+    boxes_path = ann / "ava_detection_val_boxes_and_labels.csv"
+    val_boxes = "detected" if boxes_path.is_file() else "ground_truth"
+    proposals = subsets["val"]
+    if val_boxes == "detected":
+        gt_keys = {(k.video_id, k.timestamp) for k in subsets["val"]}
+        proposals = [k for k in group_ava_keyframes(read_ava_csv(boxes_path, kind="detections"),
+                                                    min_score=det.proposal_score_threshold)
+                     if (k.video_id, k.timestamp) in gt_keys]  # score only annotated, non-excluded keyframes
+    folders = [root / "videos" / "trainval", root / "videos"]
+    wanted = {k.video_id for keyframes in (*subsets.values(), proposals) for k in keyframes}
+    videos = {v: VideoRecord(_find_video(folders, v), v) for v in sorted(wanted)}
+    source = frame_source_from_config(replace(d, decode_size=det.detection_decode_size))
+    videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress)
+    class_ids = sorted(label_map)
+    common = dict(class_ids=class_ids, clip_frames=d.window // d.tau, stride=d.tau, source=source, mean=d.mean,
+                  std=d.std, seed=cfg.seed, failure_budget=d.failure_budget)
+    train = AvaDetectionDataset([k for k in subsets["train"] if k.video_id in videos], videos, fps, flip=True, **common)
+    val = AvaDetectionDataset([k for k in proposals if k.video_id in videos], videos, fps, **common)
+    for dataset in (train, val):
+        dataset.bad_videos.update(failures)
+    return {"train": train, "val": val, "val_ground_truth": [k for k in subsets["val"] if k.video_id in videos],
+            "label_map": label_map, "class_ids": class_ids, "val_boxes": val_boxes, "bad_videos": failures}
+
+
+def _class_count(path: Path, fallback: int) -> int:
+    """Rows of an ``EPIC_{verb,noun}_classes.csv`` (header excluded) when present, else ``fallback``."""
+    if not path.is_file():
+        return fallback
+    with open(path, newline="", encoding="utf-8") as handle:
+        return max(sum(1 for row in csv.reader(handle) if any(row)) - 1, fallback)
+
+
+def build_epic_datasets(cfg, *, progress: bool = True) -> dict:
+    """Config -> Epic-Kitchens-55-layout root -> training and validation :class:`EpicAnticipationDataset`.
+
+    Notebook ``09_action_anticipation``. Reads ``<data_root>/<anticipation_dataset>/annotations/
+    EPIC_train_action_labels.csv``, the split lists ``splits/anticipation_{train,val}_videos.txt`` and
+    the videos ``videos/train/<participant>/<video_id>.<ext>``. Training clips are augmented as in
+    fine-tuning, validation clips centre-cropped. Returns ``{"train", "val", "num_verbs",
+    "num_nouns", "bad_videos"}`` (class counts from ``EPIC_{verb,noun}_classes.csv`` when present).
+    """
+    d, an = cfg.data, cfg.anticipation
+    root = Path(d.data_root) / an.anticipation_dataset
+    _require_dir(root, f"the Epic-style folder '{an.anticipation_dataset}' under data_root='{d.data_root}' "
+                       "(generate the synthetic data or run data_scripts/prepare_epic_kitchens.py first)")
+    segments = read_epic_action_labels(root / "annotations" / "EPIC_train_action_labels.csv")
+    lists = {s: set(read_video_list(root / "splits" / f"anticipation_{s}_videos.txt")) for s in ("train", "val")}
+    both = lists["train"] & lists["val"]
+    if both:
+        raise DatasetLayoutError(f"videos {sorted(both)[:3]} are in both anticipation split lists under '{root / 'splits'}'")
+    videos = {}
+    for seg in segments:
+        if seg.video_id in lists["train"] | lists["val"] and seg.video_id not in videos:
+            folders = [root / "videos" / "train" / seg.participant_id, root / "videos" / "train", root / "videos"]
+            videos[seg.video_id] = VideoRecord(_find_video(folders, seg.video_id), seg.video_id)
+    size = an.anticipation_decode_size or d.decode_size
+    source = frame_source_from_config(replace(d, decode_size=size))
+    videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress)
+    common = dict(clip_frames=d.window // d.tau, tau_o=an.tau_o, tau_a=an.tau_a, source=source, seed=cfg.seed,
+                  failure_budget=d.failure_budget)
+    out = {"bad_videos": failures}
+    for subset, transform in (("train", augmentation_from_config(d)), ("val", eval_transform_from_config(d))):
+        chosen = [s for s in segments if s.video_id in lists[subset] and s.video_id in videos]
+        if not chosen:
+            raise DatasetLayoutError(f"no readable {subset} segments: the videos of "
+                                     f"'{root / 'splits' / f'anticipation_{subset}_videos.txt'}' are missing or bad")
+        out[subset] = EpicAnticipationDataset(chosen, videos, fps, transform=transform, **common)
+        out[subset].bad_videos.update(failures)
+    out["num_verbs"] = _class_count(root / "annotations" / "EPIC_verb_classes.csv", 1 + max(s.verb_class for s in segments))
+    out["num_nouns"] = _class_count(root / "annotations" / "EPIC_noun_classes.csv", 1 + max(s.noun_class for s in segments))
+    return out

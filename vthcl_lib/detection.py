@@ -1,6 +1,6 @@
 """AVA-style action detection pieces: 3D RoIAlign and frame-level mAP (VTHCL_SPEC c.4).
 
-Taught in notebook ``08_action_detection`` (in progress, issue 5). Pure torch, no compiled ops:
+Taught in notebook ``08_action_detection``. Pure torch, no compiled ops:
 
 * :func:`roi_align_3d` pools a clip's feature map over time, then bilinearly samples a fixed grid
   inside every person box (Mask R-CNN's RoIAlign with ``aligned=True`` half-pixel coordinates);
@@ -8,7 +8,13 @@ Taught in notebook ``08_action_detection`` (in progress, issue 5). Pure torch, n
   detections sorted by score are matched greedily to unmatched ground-truth boxes of the same
   keyframe at IoU >= 0.5, and the average precision is the area under the precision-recall curve
   with precision made monotone (the PASCAL VOC 2010+ rule of the AVA evaluation code); the mAP is the
-  mean over classes that have ground truth.
+  mean over classes that have ground truth;
+* :class:`ActionDetector` is the paper's detector: the slow encoder with res5 at spatial stride 1
+  and dilation 2, RoIAlign on its temporally pooled res5 map, max pooling over the RoI grid,
+  dropout and a per-class linear layer whose sigmoid scores each action (binary cross-entropy);
+* :func:`train_detector` trains it on the ground-truth boxes with the paper's schedule (SGD, lr
+  divided by 10 at fixed epochs, weight decay 1e-7, BatchNorm in train mode, not frozen) and
+  :func:`evaluate_detector` scores the validation person boxes and computes the frame mAP.
 """
 from __future__ import annotations
 
@@ -17,6 +23,16 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vthcl_lib.config import Config
+from vthcl_lib.datasets import AvaKeyframe, build_ava_datasets, collate_keyframes, keyframe_key
+from vthcl_lib.environment import resolve_device
+from vthcl_lib.finetune import step_lr
+from vthcl_lib.models import ResNet3D
 
 
 def _check_boxes(boxes: torch.Tensor, name: str, columns: int) -> torch.Tensor:
@@ -144,3 +160,121 @@ def frame_ap(detections: Sequence[tuple[Hashable, Any, int, float]], ground_trut
         per_class[cls] = average_precision(scores, hits, sum(len(b) for b in gt_boxes.values()))
     mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
     return {"mAP": mean, "per_class": per_class}
+
+
+def detection_encoder_overrides(cfg: Config) -> dict[str, int]:
+    """The encoder changes of the detection variant: ``{"res5_stride", "res5_dilation"}`` (notebook ``08_action_detection``)."""
+    return {"res5_stride": cfg.detection.detection_res5_stride, "res5_dilation": cfg.detection.detection_res5_dilation}
+
+
+class ActionDetector(nn.Module):
+    """Slow encoder -> res5 -> temporal mean + RoIAlign -> max over the grid -> dropout -> linear (notebook ``08_action_detection``).
+
+    ``forward(clips [B, 3, T, H, W], rois [K, 5])`` with rois ``(batch_index, x1, y1, x2, y2)``
+    normalised to [0, 1] returns per-class logits ``[K, C]``; the sigmoid of each is that action's score.
+    """
+
+    def __init__(self, encoder: ResNet3D, num_classes: int, *, roi_size: int = 7, dropout: float = 0.5,
+                 level: str = "res5"):
+        super().__init__()
+        if level not in encoder.stage_channels:
+            raise ValueError(f"level={level!r}; expected one of {sorted(encoder.stage_channels)}")
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes={num_classes!r}; expected a whole number >= 1")
+        self.encoder, self.level, self.roi_size = encoder, level, int(roi_size)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(encoder.stage_channels[level], int(num_classes))
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def roi_features(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """One ``[K, C]`` feature per box: RoIAlign on the res5 map, then the maximum over the grid."""
+        fmap = self.encoder(clips)[self.level]
+        height, width = clips.shape[-2:]
+        scale = rois.new_tensor([1.0, width, height, width, height])
+        pooled = roi_align_3d(fmap, rois * scale, self.roi_size, spatial_scale=fmap.shape[-1] / width)
+        return pooled.amax(dim=(2, 3))
+
+    def forward(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.roi_features(clips, rois)))
+
+
+@torch.no_grad()
+def predict_boxes(model: ActionDetector, dataset: Any, *, batch_size: int, device: torch.device,
+                  progress: bool = True) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(keyframe key, boxes [K, 4], sigmoid scores [K, C])`` for every keyframe of ``dataset`` (notebook ``08_action_detection``)."""
+    model.eval()
+    out = []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_keyframes)
+    for clips, rois, _, keys in tqdm(loader, desc="score boxes", disable=not progress, leave=False):
+        scores = torch.sigmoid(model(clips.to(device), rois.to(device)).float()).cpu()
+        for b, key in enumerate(keys):
+            mine = rois[:, 0] == b
+            out.append((key, rois[mine, 1:].numpy(), scores[mine].numpy()))
+    return out
+
+
+def evaluate_detector(predictions: Sequence[tuple[str, np.ndarray, np.ndarray]], ground_truth: Sequence[AvaKeyframe],
+                      class_ids: Sequence[int], *, iou_threshold: float = 0.5) -> dict[str, Any]:
+    """Frame mAP of :func:`predict_boxes` output against ground-truth keyframes (notebook ``08_action_detection``).
+
+    Every box scores every class (column c is ``class_ids[c]``); :func:`frame_ap` matches them.
+    """
+    detections = [(key, box, class_ids[c], float(score[c]))
+                  for key, boxes, scores in predictions for box, score in zip(boxes, scores) for c in range(len(class_ids))]
+    truth = [(keyframe_key(k.video_id, k.timestamp), box, action)
+             for k in ground_truth for box, actions in zip(k.boxes, k.actions) for action in actions]
+    return frame_ap(detections, truth, iou_threshold=iou_threshold)
+
+
+def train_detector(cfg: Config, encoder: ResNet3D, *, seed: int | None = None, progress: bool = True,
+                   data: dict | None = None) -> dict[str, Any]:
+    """Train :class:`ActionDetector` on the AVA-style training keyframes, then score the validation set.
+
+    Notebook ``08_action_detection``. ``encoder`` should be built with
+    :func:`detection_encoder_overrides` (res5 stride 1, dilation 2). ``data`` is
+    :func:`~vthcl_lib.datasets.build_ava_datasets`'s output (built here when None). The order of the
+    keyframes, the flips and the dropout masks follow ``seed`` (default ``cfg.seed``). Returns
+    ``{"mAP", "per_class" (action name -> AP), "val_boxes", "num_train", "num_val", "history"}``.
+    """
+    det = cfg.detection
+    seed = cfg.seed if seed is None else int(seed)
+    data = build_ava_datasets(cfg, progress=progress) if data is None else data
+    train_set = data["train"]
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    model = ActionDetector(encoder, len(data["class_ids"]), roi_size=det.roi_size, dropout=det.detection_dropout).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=det.detection_lr, momentum=det.detection_momentum,
+                                weight_decay=det.detection_weight_decay)
+    steps_per_epoch = max(1, len(train_set) // det.detection_batch_size)
+    history = []
+    bar = tqdm(range(det.detection_epochs), desc=f"detection seed {seed}", disable=not progress)
+    for epoch in bar:
+        train_set.set_epoch(epoch)
+        order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, 8]).integers(2**62)))
+        loader = DataLoader(train_set, batch_size=det.detection_batch_size, shuffle=True, generator=order,
+                            drop_last=len(train_set) >= det.detection_batch_size, collate_fn=collate_keyframes,
+                            num_workers=cfg.data.num_workers)
+        model.train()  # BatchNorm keeps learning: the paper does not freeze it
+        total, boxes = 0.0, 0
+        for step, (clips, rois, targets, _) in enumerate(loader):
+            lr = step_lr(epoch + step / steps_per_epoch, det.detection_lr, det.detection_milestones,
+                         det.detection_warmup_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(clips.to(device), rois.to(device))
+            loss = F.binary_cross_entropy_with_logits(logits, targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(rois)
+            boxes += len(rois)
+        history.append({"epoch": epoch + 1, "loss": total / max(boxes, 1),
+                        "lr": step_lr(epoch, det.detection_lr, det.detection_milestones, det.detection_warmup_epochs)})
+        bar.set_postfix(loss=f"{total / max(boxes, 1):.4f}")
+    predictions = predict_boxes(model, data["val"], batch_size=det.detection_batch_size, device=device, progress=progress)
+    result = evaluate_detector(predictions, data["val_ground_truth"], data["class_ids"], iou_threshold=det.iou_threshold)
+    names = data["label_map"]
+    return {"mAP": result["mAP"], "per_class": {names[c]: ap for c, ap in result["per_class"].items()},
+            "val_boxes": data["val_boxes"], "num_train": len(train_set), "num_val": len(data["val"]),
+            "seed": seed, "history": history}

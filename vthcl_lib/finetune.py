@@ -59,7 +59,8 @@ class VideoClassifier(nn.Module):
 
 
 def init_slow_encoder(cfg: Config, init: str, *, checkpoint: str | os.PathLike | None = None,
-                      seed: int | None = None, zero_init_residual: bool = True) -> tuple[ResNet3D, LoadReport | None]:
+                      seed: int | None = None, zero_init_residual: bool = True,
+                      **overrides: Any) -> tuple[ResNet3D, LoadReport | None]:
     """The slow encoder a downstream run starts from: ``(encoder, load report or None)``.
 
     Notebook ``06_action_recognition``. ``init="random"`` builds ``cfg.model``'s slow encoder with
@@ -67,7 +68,8 @@ def init_slow_encoder(cfg: Config, init: str, *, checkpoint: str | os.PathLike |
     from (``zero_init_residual=False`` keeps every residual branch active: the stronger random
     baseline for frozen features, notebook 07); ``"vthcl"`` and ``"external"`` load ``checkpoint`` into that architecture and return the
     :class:`~vthcl_lib.checkpoints.LoadReport` (print it: missing and unexpected keys, shape
-    mismatches, whether BatchNorm statistics came with the weights).
+    mismatches, whether BatchNorm statistics came with the weights). ``overrides`` go to the
+    encoder builder (detection: ``res5_stride=1, res5_dilation=2``, notebook ``08_action_detection``).
     """
     if init not in INITS:
         raise ValueError(f"init={init!r}; expected one of {INITS}")
@@ -75,10 +77,10 @@ def init_slow_encoder(cfg: Config, init: str, *, checkpoint: str | os.PathLike |
         if checkpoint is not None:
             raise ValueError("init='random' takes no checkpoint; use init='vthcl' or 'external' to load one")
         torch.manual_seed(cfg.seed if seed is None else int(seed))
-        return encoder_from_config(cfg.model, "slow", zero_init_residual=zero_init_residual), None
+        return encoder_from_config(cfg.model, "slow", zero_init_residual=zero_init_residual, **overrides), None
     if checkpoint is None:
         raise ValueError(f"init={init!r} needs checkpoint=<path to the weights>")
-    return load_slow_encoder(checkpoint, model_cfg=cfg.model)
+    return load_slow_encoder(checkpoint, model_cfg=cfg.model, overrides=overrides)
 
 
 def checkpoint_for(cfg: Config, init: str, *, seed: int, pretrain_root: str | os.PathLike,
@@ -108,15 +110,24 @@ def result_row(record: dict[str, Any], init: str) -> dict[str, Any]:
     return {"protocol": "finetune", "init": init, **{k: record[k] for k in keys}}
 
 
+def step_lr(epoch: float, base_lr: float, milestones: tuple[int, ...], warmup_epochs: float = 0.0) -> float:
+    """A step schedule at a (fractional) epoch: linear warm-up, then ``base_lr`` divided by 10 at each milestone.
+
+    The schedule of every downstream protocol (notebooks ``06_action_recognition``,
+    ``08_action_detection``, ``09_action_anticipation``).
+    """
+    if warmup_epochs > 0 and epoch < warmup_epochs:
+        return base_lr * (epoch + 1e-3) / warmup_epochs
+    return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+
+
 def lr_at(epoch: float, cfg: Config) -> float:
-    """The fine-tuning learning rate at a (fractional) epoch: warm-up, then /10 at each milestone.
+    """The fine-tuning learning rate at a (fractional) epoch (:func:`step_lr` of ``cfg.finetune``).
 
     Notebook ``06_action_recognition`` plots it.
     """
     f = cfg.finetune
-    if f.finetune_warmup_epochs > 0 and epoch < f.finetune_warmup_epochs:
-        return f.finetune_lr * (epoch + 1e-3) / f.finetune_warmup_epochs
-    return f.finetune_lr * 0.1 ** sum(epoch >= m for m in f.finetune_milestones)
+    return step_lr(epoch, f.finetune_lr, f.finetune_milestones, f.finetune_warmup_epochs)
 
 
 def num_classes_of(*datasets: LabeledClipDataset) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 import numpy as np
 import seaborn as sns
 import torch
@@ -374,5 +375,56 @@ def plot_finetune_history(histories: dict[str, Sequence[dict]], *, title: str = 
     acc_ax.set(xlabel="epoch", ylabel="train top-1 (%)", title="training accuracy (augmented clips)", ylim=(0, 100))
     lr_ax.set(xlabel="epoch", ylabel="learning rate", title="step schedule", yscale="log")
     acc_ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_keyframe_boxes(frame, boxes, labels: Sequence[str], *, scores: Sequence[float] | None = None,
+                        title: str = "") -> Figure:
+    """One keyframe with its person boxes (normalised ``[K, 4]``) and a label per box (notebook ``08_action_detection``).
+
+    ``frame`` is uint8 ``[H, W, 3]``; ``scores`` (optional) are written after the labels.
+    """
+    image = _as_images(np.asarray(frame)[None])[0]
+    height, width = image.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if len(labels) != len(boxes):
+        raise ValueError(f"{len(labels)} labels for {len(boxes)} boxes; expected one label per box")
+    fig = Figure(figsize=(4, 4.2))
+    ax = fig.subplots()
+    ax.imshow(image)
+    palette = sns.color_palette("bright", max(len(boxes), 1))
+    for k, (box, label) in enumerate(zip(boxes, labels)):
+        x1, y1, x2, y2 = box * np.array([width, height, width, height])
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=2, color=palette[k]))
+        text = label if scores is None else f"{label} {scores[k]:.2f}"
+        ax.text(x1, max(y1 - 2, 4), text, color="white", fontsize=8, bbox={"facecolor": palette[k], "pad": 1, "lw": 0})
+    ax.set(title=title, xticks=[], yticks=[])
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_by_init(rows: Sequence[dict], metrics: Sequence[str], *, title: str = "random vs VTHCL") -> Figure:
+    """Named metrics (fractions) per initialisation: bars at the mean over seeds, a dot per seed.
+
+    Notebooks ``08_action_detection`` and ``09_action_anticipation``; ``rows`` are dicts with
+    ``init``, ``seed`` and each of ``metrics``.
+    """
+    if not rows:
+        raise ValueError("rows is empty; expected dicts with init, seed and the metrics")
+    missing = [m for m in metrics if any(m not in r for r in rows)]
+    if missing:
+        raise ValueError(f"metrics {missing} are missing from some rows")
+    inits = [i for i in INIT_PALETTE if any(r["init"] == i for r in rows)]
+    data = {"metric": [m for r in rows for m in metrics], "init": [r["init"] for r in rows for _ in metrics],
+            "%": [100 * r[m] for r in rows for m in metrics]}
+    fig = Figure(figsize=(1.6 * len(metrics) + 2, 3.4))
+    ax = fig.subplots()
+    palette = {i: INIT_PALETTE[i] for i in inits}
+    sns.barplot(data=data, x="metric", y="%", hue="init", order=list(metrics), hue_order=inits, palette=palette,
+                errorbar=None, alpha=0.75, ax=ax)
+    sns.stripplot(data=data, x="metric", y="%", hue="init", order=list(metrics), hue_order=inits, palette=palette,
+                  dodge=True, color="k", edgecolor="k", linewidth=0.6, size=5, legend=False, ax=ax)
+    ax.set(title=title, xlabel="", ylim=(0, 100))
     fig.tight_layout()
     return fig

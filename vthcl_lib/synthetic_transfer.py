@@ -54,7 +54,7 @@ from vthcl_lib.synthetic import (
 )
 from vthcl_lib.video import write_video
 
-TRANSFER_VERSION = 1
+TRANSFER_VERSION = 2  # 2: the first video of each subset has an excluded keyframe
 AVA_ACTOR_RADIUS = (0.08, 0.12)  # actors are smaller than the recognition sprite: several share a frame
 AVA_VERSION = "v2.2"
 EPIC_LEAD_SECONDS = 1.0  # empty scene before the first segment
@@ -68,7 +68,8 @@ def _stamp_record(cfg: SyntheticConfig, prefix: str) -> dict[str, Any]:
     return json.loads(json.dumps(record))
 
 
-def _background(cfg: SyntheticConfig, size: int, index: int) -> np.ndarray:
+def scene_background(cfg: SyntheticConfig, size: int, index: int) -> np.ndarray:
+    """The static float ``[size, size, 3]`` background of video ``index`` (notebooks ``08_action_detection``, ``09_action_anticipation``)."""
     if cfg.background == "plain":
         return np.full((size, size, 3), PLAIN_GREY, np.float32)
     return background_pool(size, cfg.num_backgrounds, cfg.seed)[index % cfg.num_backgrounds]
@@ -122,7 +123,7 @@ def make_ava_video(cfg: SyntheticConfig, index: int) -> tuple[np.ndarray, list[d
         params = sample_motion_params(rng, motion, look.radius)
         actors.append(Actor(look, motion_track(params, num_frames, tempo * float(rng.uniform(0.8, 1.25)))))
         labels.append({"person_id": person, "action_id": MOTION_CLASSES.index(motion) + 1})
-    frames, boxes = render_scene(_background(cfg, size, index), actors, noise_sigma=cfg.noise_sigma, rng=rng)
+    frames, boxes = render_scene(scene_background(cfg, size, index), actors, noise_sigma=cfg.noise_sigma, rng=rng)
     for label, actor_boxes in zip(labels, boxes):
         label["boxes"] = np.clip(actor_boxes / size, 0.0, 1.0)
     return frames, labels
@@ -173,7 +174,7 @@ def write_ava_style(root: str | os.PathLike, cfg: SyntheticConfig, *, progress: 
                 w, h = box_rng.uniform(0.15, 0.35, 2)
                 predicted.append([vid, f"{ts:04d}", _fmt(x1), _fmt(y1), _fmt(min(x1 + w, 1)), _fmt(min(y1 + h, 1)), "",
                                   f"{box_rng.uniform(0.2, 0.8):.6f}"])  # a false person box, below the threshold
-            if index % 4 == 1:  # AVA lists a few keyframes whose annotations are unreliable
+            if (index - indices.start) % 4 == 0:  # AVA lists a few keyframes whose annotations are unreliable
                 excluded.append([vid, f"{keyframes[-1]:04d}"])
             bar.update()
         excluded_keys = {tuple(e) for e in excluded}
@@ -243,7 +244,7 @@ def make_epic_video(cfg: SyntheticConfig, index: int) -> tuple[np.ndarray, list[
     """
     segments = plan_epic_segments(cfg, index)
     rng = stream_rng(cfg.seed, "epic_kitchens", _CONTENT, index)
-    background = _background(cfg, cfg.frame_size, index)
+    background = scene_background(cfg, cfg.frame_size, index)
     lead = segments[0]["start_frame"]
     parts = [np.broadcast_to(np.clip(background * 255.0 + 0.5, 0, 255).astype(np.uint8),
                              (lead, cfg.frame_size, cfg.frame_size, 3))]

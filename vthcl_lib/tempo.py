@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -113,3 +115,73 @@ def decode_tempo_pair(
     _, fast_idx = sample_tempo_indices(num_frames, window=window, tau=tau, alpha=alpha, rng=rng, short_video=short_video)
     fast = read_frames(path, fast_idx, backend=backend, size=size)
     return fast[::alpha], fast
+
+
+# ----------------------------------------------------------------------------- anticipation windows (notebook 09)
+
+
+@dataclass(frozen=True)
+class ObservationWindow:
+    """Frames ``[first, end)`` observed for a segment starting at ``segment_start`` (notebook ``09_action_anticipation``).
+
+    ``wanted_first`` is where the full window would start (negative when it reaches before the
+    video); ``clipped`` says the window lost frames there; ``empty`` that nothing at all precedes
+    the anticipation gap (the segment starts less than ``tau_a`` into the video).
+    """
+
+    segment_start: int
+    wanted_first: int
+    first: int
+    end: int
+
+    @property
+    def clipped(self) -> bool:
+        return self.wanted_first < self.first
+
+    @property
+    def empty(self) -> bool:
+        return self.end <= 0
+
+
+def observation_window(segment_start: int, fps: float, *, tau_o: float = 1.0, tau_a: float = 1.0) -> ObservationWindow:
+    """The observed frames of a segment starting at frame ``segment_start`` (notebook ``09_action_anticipation``).
+
+    ``end = segment_start - round(tau_a * fps)`` (exclusive) and ``first = end - round(tau_o * fps)``,
+    both clipped at frame 0.
+    """
+    if int(segment_start) != segment_start or segment_start < 0:
+        raise ValueError(f"segment_start={segment_start!r}; expected a frame index >= 0")
+    if not fps > 0 or tau_o <= 0 or tau_a < 0:
+        raise ValueError(f"fps={fps}, tau_o={tau_o}, tau_a={tau_a}: expected fps > 0, tau_o > 0, tau_a >= 0")
+    end = int(segment_start) - int(round(tau_a * fps))
+    wanted_first = end - int(round(tau_o * fps))
+    return ObservationWindow(int(segment_start), wanted_first, max(wanted_first, 0), max(end, 0))
+
+
+def observation_indices(window: ObservationWindow, num_frames: int) -> np.ndarray:
+    """``num_frames`` frame indices spread uniformly over the full (wanted) window (notebook ``09_action_anticipation``).
+
+    Positions before frame 0 read frame 0 (the first frame is repeated); an empty window gives
+    ``num_frames`` zeros. The spacing is that of the full window, so a clipped window keeps the
+    tempo of the others.
+    """
+    if int(num_frames) != num_frames or num_frames < 1:
+        raise ValueError(f"num_frames={num_frames!r}; expected a whole number >= 1")
+    length = window.end - window.wanted_first if not window.empty else window.segment_start - window.wanted_first
+    length = max(length, 1)
+    step = length / num_frames
+    positions = window.wanted_first + (np.arange(num_frames) + 0.5) * step
+    last = max(window.end - 1, 0)
+    return np.clip(np.floor(positions).astype(np.int64), 0, last)
+
+
+def keyframe_indices(timestamp: float, fps: float, num_frames: int, *, clip_frames: int, stride: int) -> np.ndarray:
+    """``clip_frames`` frame indices at ``stride`` centred on the keyframe at ``timestamp`` seconds.
+
+    The keyframe is frame ``round(timestamp * fps)`` of the file (AVA's timestamps count from the
+    start of the movie); positions outside the video are clamped to its first/last frame.
+    Notebook ``08_action_detection``.
+    """
+    centre = int(round(float(timestamp) * fps))
+    idx = centre + (np.arange(clip_frames) - clip_frames // 2) * int(stride)
+    return np.clip(idx, 0, max(int(num_frames) - 1, 0))
