@@ -1,9 +1,11 @@
 """Prepare a downloaded real dataset: lay it out, index and verify every video, write a manifest.
 
 Taught in notebook ``00_setup_and_data`` (real-data layouts); run through
-``data_scripts/prepare_{ucf101,hmdb51,kinetics}.py`` (DESIGN section 4, "Real datasets").
+``data_scripts/prepare_{ucf101,hmdb51,kinetics,ava,epic_kitchens}.py`` (DESIGN section 4, "Real datasets").
+AVA v2.2 and Epic-Kitchens-55 are read in notebooks ``08_action_detection`` and ``09_action_anticipation``.
 
-Given the user's extracted download (a video folder and its split files or CSVs), :func:`prepare_dataset`
+Given the user's extracted download (a video folder and its split files, CSVs or annotation files),
+:func:`prepare_dataset`
 
 1. copies the split files / CSVs into the project layout under ``out`` (they are small, and the
    manifest hashes exactly the bytes the loader reads);
@@ -12,15 +14,25 @@ Given the user's extracted download (a video folder and its split files or CSVs)
 3. scans each one (:func:`vthcl_lib.scan.scan_videos`: frame count, fps, size, decodability);
 4. places it at its project path: a symlink (default), a copy (``copy=True``), nothing when the
    download already is the project layout (verified in place), or, with ``short_side``, a re-encoded
-   file whose short side is ``short_side`` pixels (H.264 ``.mp4`` for Kinetics, MPEG-4 ``.avi`` for
-   UCF-101 / HMDB-51, same file stem, same frames and fps). Bad videos are placed as they are: the
-   quarantine list names them and the loader's failure budget handles them;
+   file whose short side is ``short_side`` pixels (H.264 ``.mp4`` for Kinetics and AVA, ``.MP4`` for
+   Epic-Kitchens, MPEG-4 ``.avi`` for UCF-101 / HMDB-51, same file stem, same frames and fps). Bad
+   videos are placed as they are: the quarantine list names them and the loader's failure budget
+   handles them;
 5. writes ``out/manifest.json`` (counts, sha256 of every split file, one entry per video) and
    ``out/quarantine.tsv`` beside it.
+
+AVA and Epic-Kitchens name their videos by id (``<video_id>.<ext>``, any container), so their videos
+are found by file stem. AVA lists the distinct videos of ``ava_{train,val}_v2.2.csv`` and places them
+in ``videos/trainval/``. Epic-Kitchens places ``videos/train/<participant>/<video_id>.MP4`` and also
+writes the anticipation split lists ``splits/anticipation_{train,val}_videos.txt`` (see
+:func:`write_anticipation_split`; hashed with the annotation files, and the manifest's
+``"anticipation_split"`` says which rule chose them). Both manifests add an ``"annotations"``
+summary (rows, keyframes, videos, classes) of files parsed and cross-checked on the way.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -62,6 +74,10 @@ class DatasetLayout:
     split_file_patterns: tuple[str, ...]  # globs copied from the user's split folder
     required_split_files: tuple[str, ...]  # names that must be there
     list_records: Callable[[Path], list]  # dataset root -> every listed VideoRecord
+    splits_what: str = ""  # what the split folder holds, for error messages ("" -> "the <name> split files")
+    find_by_id: bool = False  # videos are named <video_id>.<any container>: found by file stem
+    describe: Callable[[Path], dict] | None = None  # dataset root -> checked annotation summary for the manifest
+    write_splits: Callable[[Path, Path | None], tuple[list[Path], dict]] | None = None  # lists derived from annotations
 
 
 def _list_ucf101(root: Path) -> list:
@@ -83,6 +99,213 @@ def _list_kinetics(root: Path) -> list:
     return [r for split in splits for r in read_kinetics_csv(root, split)[0]]
 
 
+# --------------------------------------------------------------------------- AVA v2.2 and Epic-Kitchens-55
+
+AVA_ANNOTATIONS = (
+    "ava_train_v2.2.csv", "ava_val_v2.2.csv", "ava_action_list_v2.2.pbtxt",
+    "ava_train_excluded_timestamps_v2.2.csv", "ava_val_excluded_timestamps_v2.2.csv",
+)
+# Copied when present: pySlowFast's person boxes (validation scores these) and the 60-class list of the
+# ActivityNet challenge protocol, which the 80-class list above contains.
+AVA_OPTIONAL_ANNOTATIONS = (
+    "ava_detection_train_boxes_and_labels.csv", "ava_detection_val_boxes_and_labels.csv",
+    "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+)
+EPIC_LABELS = "EPIC_train_action_labels.csv"
+EPIC_CLASS_FILES = ("EPIC_verb_classes.csv", "EPIC_noun_classes.csv")
+ANTICIPATION_SPLITS = ("train", "val")
+# The order in which the detection and anticipation loaders try a video id's containers; the
+# layout must resolve a video exactly as they do, or a stale sibling would be read instead.
+ID_VIDEO_EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
+
+
+def anticipation_list_path(root: str | os.PathLike, subset: str) -> Path:
+    """``<root>/splits/anticipation_<subset>_videos.txt`` (notebook ``09_action_anticipation``)."""
+    if subset not in ANTICIPATION_SPLITS:
+        raise ValueError(f"subset={subset!r}; expected one of {ANTICIPATION_SPLITS}")
+    return Path(root) / "splits" / f"anticipation_{subset}_videos.txt"
+
+
+def _video_by_id(folders: Sequence[Path], video_id: str, default_suffix: str, listings: dict[Path, set[str]]) -> Path:
+    """The first ``<folder>/<video_id><ext>`` that exists, as the loaders resolve it; else the first folder's default.
+
+    Names are matched exactly against a folder listing (read once per folder in ``listings``), so a
+    case-insensitive file system cannot make ``.mp4`` stand for ``.MP4``.
+    """
+    for folder in folders:
+        if folder not in listings:
+            listings[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+        for ext in ID_VIDEO_EXTENSIONS:
+            name = f"{video_id}{ext}"
+            if name in listings[folder] and (folder / name).is_file():
+                return folder / name
+    return folders[0] / f"{video_id}{default_suffix}"
+
+
+def _list_ava(root: Path) -> list:
+    from vthcl_lib.datasets import VideoRecord, read_ava_csv
+
+    video_ids: dict[str, None] = {}  # distinct, in file order
+    for subset in ("train", "val"):
+        video_ids.update(dict.fromkeys(row.video_id for row in read_ava_csv(root / "annotations" / f"ava_{subset}_v2.2.csv")))
+    folders = [root / "videos" / "trainval", root / "videos"]
+    listings: dict[Path, set[str]] = {}
+    return [VideoRecord(_video_by_id(folders, vid, ".mp4", listings), vid) for vid in video_ids]
+
+
+def describe_ava(root: str | os.PathLike) -> dict:
+    """Parse and cross-check an AVA v2.2 layout's annotations; return their counts for the manifest.
+
+    Every action id of ``ava_{train,val}_v2.2.csv`` must be in ``ava_action_list_v2.2.pbtxt``;
+    the excluded timestamps and the person-box files (when present) must parse. A problem is a
+    :class:`~vthcl_lib.datasets.DatasetLayoutError` naming the file. Notebook ``08_action_detection``.
+    """
+    from vthcl_lib.datasets import (
+        DatasetLayoutError,
+        group_ava_keyframes,
+        read_ava_csv,
+        read_ava_excluded_timestamps,
+        read_ava_label_map,
+    )
+
+    ann = Path(root) / "annotations"
+    label_map_path = ann / "ava_action_list_v2.2.pbtxt"
+    labels = read_ava_label_map(label_map_path)
+    summary: dict = {"actions": len(labels)}
+    for subset in ("train", "val"):
+        csv_path = ann / f"ava_{subset}_v2.2.csv"
+        rows = read_ava_csv(csv_path)
+        unknown = sorted({row.action_id for row in rows} - set(labels))
+        if unknown:
+            raise DatasetLayoutError(f"'{csv_path}' uses action ids {unknown[:5]} that '{label_map_path}' does not "
+                                     f"list; expected ids among its {len(labels)} actions")
+        excluded = read_ava_excluded_timestamps(ann / f"ava_{subset}_excluded_timestamps_v2.2.csv")
+        summary[subset] = {
+            "videos": len({row.video_id for row in rows}),
+            "rows": len(rows),
+            "keyframes": len(group_ava_keyframes(rows, excluded=excluded)),
+            "excluded_keyframes": len(excluded),
+        }
+        boxes_path = ann / f"ava_detection_{subset}_boxes_and_labels.csv"
+        if boxes_path.is_file():
+            summary[subset]["person_boxes"] = len(read_ava_csv(boxes_path, kind="detections"))
+    return summary
+
+
+def _epic_video_participants(root: Path) -> dict[str, str]:
+    """Video id -> participant id, in the label file's order."""
+    from vthcl_lib.datasets import read_epic_action_labels
+
+    participants: dict[str, str] = {}
+    for segment in read_epic_action_labels(root / "annotations" / EPIC_LABELS):
+        participants.setdefault(segment.video_id, segment.participant_id)
+    return participants
+
+
+def _list_epic(root: Path) -> list:
+    from vthcl_lib.datasets import VideoRecord, read_video_list
+
+    in_split = {vid for subset in ANTICIPATION_SPLITS for vid in read_video_list(anticipation_list_path(root, subset))}
+    videos = root / "videos"
+    listings: dict[Path, set[str]] = {}
+    return [
+        # The real layout first, then flat: where the anticipation loader looks, in its order.
+        VideoRecord(_video_by_id([videos / "train" / participant, videos / "train", videos], vid, ".MP4", listings), vid)
+        for vid, participant in _epic_video_participants(root).items()
+        if vid in in_split
+    ]
+
+
+def describe_epic(root: str | os.PathLike) -> dict:
+    """Counts of an Epic-Kitchens-55 layout's action labels (segments, videos, participants, classes).
+
+    Class counts come from ``EPIC_{verb,noun}_classes.csv`` when present (``null`` otherwise).
+    Notebook ``09_action_anticipation``.
+    """
+    from vthcl_lib.datasets import read_epic_action_labels
+
+    ann = Path(root) / "annotations"
+    segments = read_epic_action_labels(ann / EPIC_LABELS)
+    summary = {
+        "segments": len(segments),
+        "videos": len({s.video_id for s in segments}),
+        "participants": len({s.participant_id for s in segments}),
+        "verb_classes_used": len({s.verb_class for s in segments}),
+        "noun_classes_used": len({s.noun_class for s in segments}),
+    }
+    for kind, name in zip(("verb_classes", "noun_classes"), EPIC_CLASS_FILES):
+        summary[kind] = _csv_data_rows(ann / name) if (ann / name).is_file() else None
+    return summary
+
+
+def _csv_data_rows(path: Path) -> int:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return max(sum(1 for row in csv.reader(handle) if any(field.strip() for field in row)) - 1, 0)
+
+
+DEFAULT_SPLIT_RULE = "held out the last video (by id) of each participant with at least 2 videos"
+
+
+def write_anticipation_split(root: str | os.PathLike, val_videos: str | os.PathLike | None = None) -> tuple[list[Path], dict]:
+    """Write ``splits/anticipation_{train,val}_videos.txt`` (one video id a line, sorted) under ``root``.
+
+    The videos are those of ``annotations/EPIC_train_action_labels.csv``. Validation is, in order:
+
+    1. the ids in ``val_videos`` (a file, one id a line), e.g. the Epic baseline's 40 of its 272
+       videos that the paper follows; every other labelled video trains;
+    2. the lists already under ``root`` when both exist (a re-run, or a layout verified in place),
+       checked against the labels;
+    3. the default: :data:`DEFAULT_SPLIT_RULE`, the rest trains.
+
+    Returns the two list paths and ``{"source", "train", "val"}`` (``source`` says which rule chose).
+    Ids the labels do not name, or a subset left empty, are a :class:`PrepareError`.
+    Notebook ``09_action_anticipation``.
+    """
+    from vthcl_lib.datasets import read_video_list
+
+    root = Path(root)
+    labels_path = root / "annotations" / EPIC_LABELS
+    participants = _epic_video_participants(root)
+    lists = {subset: anticipation_list_path(root, subset) for subset in ANTICIPATION_SPLITS}
+
+    def unknown_ids(ids: list[str], where: str) -> None:
+        unknown = [vid for vid in ids if vid not in participants]
+        if unknown:
+            raise PrepareError(f"{where} names {len(unknown)} videos that '{labels_path}' does not, e.g. {unknown[:3]}; "
+                               f"expected video ids of its rows such as '{next(iter(participants))}'")
+
+    if val_videos is not None:
+        val = sorted(set(read_video_list(val_videos)))
+        unknown_ids(val, f"--val-videos '{val_videos}'")
+        split = {"val": val, "train": sorted(set(participants) - set(val))}
+        source = f"--val-videos {Path(val_videos).absolute()}"
+    elif all(path.is_file() for path in lists.values()):
+        split = {subset: read_video_list(path) for subset, path in lists.items()}
+        for subset, path in lists.items():
+            unknown_ids(split[subset], f"the existing '{path}' (pass --val-videos or delete the lists to start over)")
+        both = sorted(set(split["train"]) & set(split["val"]))
+        if both:
+            raise PrepareError(f"videos {both[:3]} are in both '{lists['train']}' and '{lists['val']}'; "
+                               "expected disjoint lists (pass --val-videos to rewrite them)")
+        source = "kept the existing lists"
+    else:
+        by_participant: dict[str, list[str]] = {}
+        for vid, participant in participants.items():
+            by_participant.setdefault(participant, []).append(vid)
+        val = sorted(max(videos) for videos in by_participant.values() if len(videos) >= 2)
+        split = {"val": val, "train": sorted(set(participants) - set(val))}
+        source = f"default: {DEFAULT_SPLIT_RULE}"
+    for subset in ANTICIPATION_SPLITS:
+        if not split[subset]:
+            raise PrepareError(f"the anticipation split leaves no {subset} videos ({source}) among the "
+                               f"{len(participants)} videos of '{labels_path}'; pass --val-videos with a proper subset")
+    if source != "kept the existing lists":
+        lists["train"].parent.mkdir(parents=True, exist_ok=True)
+        for subset, path in lists.items():
+            path.write_text("".join(f"{vid}\n" for vid in split[subset]), encoding="utf-8")
+    return list(lists.values()), {"source": source, "train": len(split["train"]), "val": len(split["val"])}
+
+
 LAYOUTS = {
     "ucf101": DatasetLayout(
         "ucf101", "UCF-101", "ucfTrainTestlist", ".avi", ("*.txt",),
@@ -93,6 +316,15 @@ LAYOUTS = {
         "hmdb51", "videos", "testTrainMulti_7030_splits", ".avi", ("*_test_split[123].txt",), (), _list_hmdb51
     ),
     "kinetics400": DatasetLayout("kinetics400", "", "", ".mp4", ("train.csv", "val.csv", "test.csv"), ("train.csv",), _list_kinetics),
+    "ava": DatasetLayout(
+        "ava", "videos/trainval", "annotations", ".mp4", AVA_ANNOTATIONS + AVA_OPTIONAL_ANNOTATIONS, AVA_ANNOTATIONS,
+        _list_ava, splits_what="AVA v2.2's annotation files, as in ava_v2.2.zip", find_by_id=True, describe=describe_ava,
+    ),
+    "epic_kitchens": DatasetLayout(
+        "epic_kitchens", "videos/train", "annotations", ".MP4", (EPIC_LABELS,) + EPIC_CLASS_FILES, (EPIC_LABELS,),
+        _list_epic, splits_what="Epic-Kitchens-55's action labels, as in the epic-kitchens-55-annotations repository",
+        find_by_id=True, describe=describe_epic, write_splits=write_anticipation_split,
+    ),
 }
 
 
@@ -151,14 +383,16 @@ def _same_path(a: Path, b: Path) -> bool:
 
 
 def _copy_split_files(layout: DatasetLayout, splits: Path, target_dir: Path) -> list[Path]:
+    what = layout.splits_what or f"the {layout.name} split files"
+    folder = "annotation folder" if layout.splits_dir == "annotations" else "split folder"
     if not splits.is_dir():
-        raise PrepareError(f"split folder '{splits}' does not exist; expected the extracted {layout.name} split files")
+        raise PrepareError(f"{folder} '{splits}' does not exist; expected {what}")
     found = sorted({p for pattern in layout.split_file_patterns for p in splits.glob(pattern) if p.is_file()})
     names = {p.name for p in found}
     missing = [name for name in layout.required_split_files if name not in names]
     if missing or not found:
         wanted = ", ".join(missing or layout.split_file_patterns)
-        raise PrepareError(f"split folder '{splits}' lacks {wanted} (the {layout.name} split files)")
+        raise PrepareError(f"{folder} '{splits}' lacks {wanted} ({what})")
     if _same_path(splits, target_dir):
         return found
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -190,8 +424,11 @@ def _index_sources(videos: Path, *, skip: Path | None, progress: bool) -> dict[s
     return index
 
 
-def _find_source(record_path: Path, index: dict[str, list[Path]], kinetics: bool) -> Path | None:
-    if kinetics:
+def _find_source(record_path: Path, index: dict[str, list[Path]], kinetics: bool, by_id: bool = False) -> Path | None:
+    if by_id:
+        # Exactly the id: the index also files '<id>_<start>_<end>' under '<id>' for Kinetics.
+        candidates = [p for p in index.get(record_path.stem, []) if p.stem == record_path.stem]
+    elif kinetics:
         stem = record_path.stem
         candidates = index.get(stem) or index.get(stem.rsplit("_", 2)[0]) or []
     else:
@@ -202,6 +439,13 @@ def _find_source(record_path: Path, index: dict[str, list[Path]], kinetics: bool
     # Several files with one name: prefer the one in the same class/label folder, then a stable order.
     same_folder = [p for p in candidates if p.parent.name == record_path.parent.name]
     return sorted(same_folder or candidates)[0]
+
+
+def _placed_suffix(source: Path, layout: DatasetLayout) -> str:
+    # Id-resolving loaders try exact extensions (ID_VIDEO_EXTENSIONS): '<id>.MKV' is placed as '<id>.mkv'.
+    if layout.find_by_id and source.suffix not in ID_VIDEO_EXTENSIONS:
+        return source.suffix.lower()
+    return source.suffix
 
 
 def _place(source: Path, target: Path, copy: bool) -> None:
@@ -216,6 +460,27 @@ def _place(source: Path, target: Path, copy: bool) -> None:
         shutil.copy2(source, target)
     else:
         target.symlink_to(source.resolve())
+
+
+def _clear_shadowing_siblings(target: Path) -> None:
+    """Remove links ``<id><ext>`` beside ``target`` that an id-resolving loader would read before it.
+
+    A link (from an earlier run with another container or without ``--short-side``) loses no data;
+    a real file there is the user's, so it is an error naming it.
+    """
+    if target.suffix not in ID_VIDEO_EXTENSIONS or not target.parent.is_dir():
+        return
+    # Exact names from the listing: on a case-insensitive file system '<id>.mp4' must not mean '<id>.MP4'.
+    names = set(os.listdir(target.parent))
+    for ext in ID_VIDEO_EXTENSIONS[: ID_VIDEO_EXTENSIONS.index(target.suffix)]:
+        sibling = target.with_suffix(ext)
+        if sibling.name not in names:
+            continue
+        if sibling.is_symlink():
+            sibling.unlink()
+        else:
+            raise PrepareError(f"'{sibling}' would be read instead of '{target}' (the loader tries "
+                               f"{', '.join(ID_VIDEO_EXTENSIONS)} in turn); remove it or choose another --out")
 
 
 def _reencoded_is_current(target: Path, check: VideoCheck, short_side: int, backend: str) -> bool:
@@ -256,18 +521,23 @@ def prepare_dataset(
     workers: int = 0,
     quality: int | None = None,
     progress: bool = True,
+    val_videos: str | os.PathLike | None = None,
 ) -> dict:
     """Lay out, verify and index one dataset under ``out``; write and return its manifest.
 
-    ``dataset``: ``"ucf101"``, ``"hmdb51"`` or ``"kinetics400"``. ``videos`` and ``splits`` (for
-    Kinetics: the folder with ``train.csv``/``val.csv``) default to ``out``'s own layout, which
-    verifies a copy already in place. Missing or malformed split files raise :class:`PrepareError`.
+    ``dataset``: ``"ucf101"``, ``"hmdb51"``, ``"kinetics400"``, ``"ava"`` or ``"epic_kitchens"``.
+    ``videos`` and ``splits`` (for Kinetics: the folder with ``train.csv``/``val.csv``; for AVA and
+    Epic-Kitchens: the annotation folder) default to ``out``'s own layout, which verifies a copy
+    already in place. ``val_videos`` (Epic-Kitchens only): the anticipation validation videos, see
+    :func:`write_anticipation_split`. Missing or malformed split files raise :class:`PrepareError`.
     Notebook ``00_setup_and_data``.
     """
     from vthcl_lib.datasets import DatasetLayoutError
 
     if dataset not in LAYOUTS:
         raise ValueError(f"dataset={dataset!r} is not known; expected one of {sorted(LAYOUTS)}")
+    if val_videos is not None and LAYOUTS[dataset].write_splits is None:
+        raise ValueError(f"val_videos={str(val_videos)!r} applies to epic_kitchens only, not {dataset}")
     check_backend(backend)
     if short_side is not None:
         short_side_size(2, 2, short_side)  # validates the value before any work
@@ -286,7 +556,13 @@ def prepare_dataset(
 
     split_files = _copy_split_files(layout, splits, out / layout.splits_dir)
     video_root.mkdir(parents=True, exist_ok=True)
+    extra: dict = {}
     try:
+        if layout.write_splits is not None:
+            written, extra["anticipation_split"] = layout.write_splits(out, Path(val_videos) if val_videos else None)
+            split_files += written
+        if layout.describe is not None:
+            extra["annotations"] = layout.describe(out)
         records = layout.list_records(out)
     except DatasetLayoutError as err:
         raise PrepareError(f"cannot read the {dataset} split files: {err}") from err
@@ -299,9 +575,10 @@ def prepare_dataset(
         targets = list(listed)
     else:
         index = _index_sources(videos, skip=out, progress=progress)
-        sources = [_find_source(path, index, kinetics=dataset == "kinetics400") for path in listed]
+        sources = [_find_source(path, index, kinetics=dataset == "kinetics400", by_id=layout.find_by_id) for path in listed]
         # The project path keeps the download's container (Kinetics comes as .mp4, .webm or .mkv).
-        targets = [path.with_suffix(src.suffix) if src is not None else path for path, src in zip(listed, sources)]
+        targets = [path.with_suffix(_placed_suffix(src, layout)) if src is not None else path
+                   for path, src in zip(listed, sources)]
     report = scan_videos(
         [src if src is not None else path for path, src in zip(listed, sources)],
         min_frames=min_frames, backend=backend, progress=progress, workers=workers,
@@ -313,12 +590,16 @@ def prepare_dataset(
         info = check.info
         if source is not None and short_side is not None and check.problem is None:
             target = target.with_suffix(layout.reencode_suffix)
+            if layout.find_by_id:
+                _clear_shadowing_siblings(target)
             if not _reencoded_is_current(target, check, short_side, backend):
                 if target.is_symlink():
                     target.unlink()  # never write through a link into the download
                 reencode_video(source, target, short_side=short_side, backend=backend, quality=quality)
             info = probe(target, backend=backend)
         elif source is not None and not in_place:
+            if layout.find_by_id:
+                _clear_shadowing_siblings(target)
             _place(source, target, copy)
         final_paths.append(target)
         entries.append(_entry(out, target, check, info))
@@ -338,6 +619,7 @@ def prepare_dataset(
         "backend": backend,
         "counts": counts,
         "split_files": {Path(os.path.relpath(p, out)).as_posix(): sha256_file(p) for p in split_files},
+        **extra,
         "quarantine": QUARANTINE_NAME,
         "videos": entries,
     }
@@ -365,6 +647,11 @@ def summarize_manifest(manifest: dict, out: str | os.PathLike) -> str:
     ]
     lines += [f"  {problem:<12} {counts[problem]}" for problem in PROBLEMS if counts[problem]]
     lines.append(f"  {len(manifest['split_files'])} split files hashed")
+    if "anticipation_split" in manifest:
+        split = manifest["anticipation_split"]
+        lines.append(f"  anticipation split: {split['train']} train, {split['val']} val videos ({split['source']})")
+        if split["source"].startswith("default"):
+            lines.append("  (pass --val-videos FILE for the Epic baseline's 232 train / 40 val videos the paper follows)")
     lines.append(f"  manifest:   {Path(out) / MANIFEST_NAME}")
     lines.append(f"  quarantine: {Path(out) / QUARANTINE_NAME}")
     return "\n".join(lines)
@@ -372,7 +659,7 @@ def summarize_manifest(manifest: dict, out: str | os.PathLike) -> str:
 
 def build_parser(dataset: str) -> argparse.ArgumentParser:
     """Argument parser of ``data_scripts/prepare_<dataset>.py`` (notebook ``00_setup_and_data``)."""
-    script = {"kinetics400": "prepare_kinetics.py"}.get(dataset, f"prepare_{dataset}.py")
+    script = {"kinetics400": "prepare_kinetics.py"}.get(dataset, f"prepare_{dataset}.py")  # prepare_ava.py, ...
     parser = argparse.ArgumentParser(
         prog=script,
         description=f"Lay out, verify and index a downloaded {dataset} copy; writes <out>/{MANIFEST_NAME} "
@@ -381,9 +668,24 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     layout = LAYOUTS[dataset]
     if dataset == "kinetics400":
         parser.add_argument("--csv-dir", dest="splits", type=Path, help="folder with train.csv and val.csv (default: --out)")
+    elif dataset == "ava":
+        parser.add_argument("--annotations", dest="splits", type=Path, metavar="DIR",
+                            help=f"folder with {', '.join(AVA_ANNOTATIONS)} (and, copied when present, "
+                            f"{', '.join(AVA_OPTIONAL_ANNOTATIONS)}) (default: <out>/annotations)")
+    elif dataset == "epic_kitchens":
+        parser.add_argument("--annotations", dest="splits", type=Path, metavar="DIR",
+                            help=f"folder with {EPIC_LABELS} (and, copied when present, {', '.join(EPIC_CLASS_FILES)}), "
+                            "e.g. a clone of epic-kitchens-55-annotations (default: <out>/annotations)")
+        parser.add_argument("--val-videos", type=Path, metavar="FILE",
+                            help="file of anticipation validation video ids, one a line (the Epic baseline's 40); the "
+                            f"other labelled videos train. Default: keep <out>/splits' lists, else {DEFAULT_SPLIT_RULE}")
     else:
         parser.add_argument("--splits", type=Path, help=f"the extracted {layout.splits_dir} folder (default: inside --out)")
-    parser.add_argument("--videos", type=Path, help="the extracted video folder (default: inside --out: verify in place)")
+    video_help = {
+        "ava": "the folder of <video_id>.<mkv|mp4|webm> files, e.g. the download's videos/trainval",
+        "epic_kitchens": "the folder of <participant>/<video_id>.MP4 (or flat <video_id>.MP4), e.g. the download's videos/train",
+    }.get(dataset, "the extracted video folder")
+    parser.add_argument("--videos", type=Path, help=f"{video_help} (default: inside --out: verify in place)")
     parser.add_argument("--out", type=Path, required=True, help=f"the project's dataset folder, e.g. data/{dataset}")
     parser.add_argument("--copy", action="store_true", help="copy the videos instead of symlinking them")
     parser.add_argument("--short-side", type=int, help=f"re-encode to this short side ({layout.reencode_suffix})")
@@ -404,6 +706,7 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
             dataset, out=args.out, videos=args.videos, splits=args.splits, copy=args.copy,
             short_side=args.short_side, min_frames=args.min_frames, backend=args.backend,
             workers=args.workers, quality=args.quality, progress=not args.no_progress,
+            val_videos=getattr(args, "val_videos", None),
         )
     except (PrepareError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
