@@ -170,6 +170,7 @@ class DetectionConfig:
     """
 
     detection_dataset: str = "ava"  # folder under data_root
+    action_list: str = "ava_action_list_v2.2.pbtxt"  # under annotations/: the classes trained and scored
     detection_epochs: int = 24
     detection_batch_size: int = 16  # clips per step (each brings all its boxes)
     detection_lr: float = 0.1
@@ -292,6 +293,10 @@ def _preset(name: str) -> Config:
                 crop_scale=(0.2, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                 use_cache=False, num_workers=8, failure_budget=200,
             ),
+            # AVA: the 60 classes of the standard evaluation; frames resized to 256 x 320 at decode (the
+            # boxes are normalised, so any size keeps them right) [R] (VTHCL_SPEC c.4)
+            detection=DetectionConfig(action_list="ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+                                      detection_decode_size=(256, 320)),
             # The paper's pre-training (VTHCL_SPEC b, c.1): full widths, fast path 1/8, MLP heads to 128,
             # N = 16384, T = 0.07, m = 0.5, D = 3; SGD lr 0.03, momentum 0.9, wd 1e-4, batch 256,
             # 200 epochs of half-period cosine; bf16 and channels_last_3d on GPUs.

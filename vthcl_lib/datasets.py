@@ -718,13 +718,14 @@ def read_ava_excluded_timestamps(csv_path: str | os.PathLike) -> set[tuple[str, 
     return out
 
 
-_PBTXT_ITEM = re.compile(r"item\s*\{(?P<body>[^}]*)\}", re.S)
+_PBTXT_ITEM = re.compile(r"\b(?:item|label)\s*\{(?P<body>[^}]*)\}", re.S)  # both forms AVA ships
 
 
 def read_ava_label_map(pbtxt_path: str | os.PathLike) -> dict[int, str]:
     """``ava_action_list_v2.2.pbtxt`` -> {action id: name} (notebook ``08_action_detection``).
 
-    Reads ``name:`` with ``id:`` (or ``label_id:``) inside each ``item { ... }``.
+    Reads ``name:`` with ``id:`` (or ``label_id:``) inside each ``item { ... }`` (the ActivityNet
+    60-class list) or ``label { ... }`` (the full list in ``ava_v2.2.zip``).
     """
     pbtxt_path = Path(pbtxt_path)
     _require_file(pbtxt_path, "AVA's action list (ava_action_list_v2.2.pbtxt)")
@@ -737,7 +738,8 @@ def read_ava_label_map(pbtxt_path: str | os.PathLike) -> dict[int, str]:
             raise DatasetLayoutError(f"'{pbtxt_path}': item {body.strip()!r} lacks a name or an id")
         labels[int(ident.group("v"))] = name.group("v")
     if not labels:
-        raise DatasetLayoutError(f"'{pbtxt_path}' holds no 'item {{ name: ... id: ... }}' entries")
+        raise DatasetLayoutError(f"'{pbtxt_path}' holds no 'item {{ name: ... id: ... }}' or "
+                                 "'label {{ name: ... label_id: ... }}' entries")
     return labels
 
 
@@ -1025,7 +1027,8 @@ def build_ava_datasets(cfg, *, progress: bool = True) -> dict:
     """Config -> AVA v2.2-layout root -> training and validation :class:`AvaDetectionDataset`.
 
     Notebook ``08_action_detection``. Reads ``<data_root>/<detection_dataset>/annotations/``
-    (``ava_{train,val}_v2.2.csv``, the excluded timestamps, ``ava_action_list_v2.2.pbtxt``) and the
+    (``ava_{train,val}_v2.2.csv``, the excluded timestamps, the action list ``action_list``, whose
+    classes are the ones trained and scored: 60 in the standard protocol) and the
     videos ``videos/trainval/<video_id>.<ext>``. Training uses the ground-truth boxes; validation
     the person boxes of ``ava_detection_val_boxes_and_labels.csv`` scoring at least
     ``proposal_score_threshold`` (the ground-truth boxes when that file is absent; the returned
@@ -1038,7 +1041,7 @@ def build_ava_datasets(cfg, *, progress: bool = True) -> dict:
     _require_dir(root, f"the AVA-style folder '{det.detection_dataset}' under data_root='{d.data_root}' "
                        "(generate the synthetic data or run data_scripts/prepare_ava.py first)")
     ann = root / "annotations"
-    label_map = read_ava_label_map(ann / "ava_action_list_v2.2.pbtxt")
+    label_map = read_ava_label_map(ann / det.action_list)
     subsets = {}
     for subset in ("train", "val"):
         excluded_path = ann / f"ava_{subset}_excluded_timestamps_v2.2.csv"

@@ -218,12 +218,14 @@ def evaluate_detector(predictions: Sequence[tuple[str, np.ndarray, np.ndarray]],
                       class_ids: Sequence[int], *, iou_threshold: float = 0.5) -> dict[str, Any]:
     """Frame mAP of :func:`predict_boxes` output against ground-truth keyframes (notebook ``08_action_detection``).
 
-    Every box scores every class (column c is ``class_ids[c]``); :func:`frame_ap` matches them.
+    Every box scores every class (column c is ``class_ids[c]``); :func:`frame_ap` matches them. True
+    actions outside ``class_ids`` are left out (the 60-class protocol ignores the other 20).
     """
     detections = [(key, box, class_ids[c], float(score[c]))
                   for key, boxes, scores in predictions for box, score in zip(boxes, scores) for c in range(len(class_ids))]
+    scored = set(class_ids)  # true actions outside the scored classes are ignored, as in the AVA code
     truth = [(keyframe_key(k.video_id, k.timestamp), box, action)
-             for k in ground_truth for box, actions in zip(k.boxes, k.actions) for action in actions]
+             for k in ground_truth for box, actions in zip(k.boxes, k.actions) for action in actions if action in scored]
     return frame_ap(detections, truth, iou_threshold=iou_threshold)
 
 
