@@ -992,16 +992,28 @@ def build_labeled_dataset(
     return labeled
 
 
-VIDEO_EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
+ID_VIDEO_EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi")  # the order a video id's containers are tried in
 
 
-def _find_video(folders: Sequence[Path], video_id: str) -> Path:
-    """The first ``<folder>/<video_id><ext>`` that exists, else the first folder's ``.mp4`` (reported as bad later)."""
+def find_video(folders: Sequence[Path], video_id: str, *, default_suffix: str = ".mp4",
+               listings: dict[Path, set[str]] | None = None) -> Path:
+    """The first ``<folder>/<video_id><ext>`` that exists (folders, then :data:`ID_VIDEO_EXTENSIONS`, in order).
+
+    Names are matched exactly against each folder's listing (cached in ``listings`` when given), so a
+    case-insensitive file system cannot make ``.mp4`` stand for ``.MP4``. When none exists, the first
+    folder's ``<video_id><default_suffix>`` comes back (reported as a missing video later). AVA and
+    Epic-Kitchens name videos by id; the loaders here and ``prepare`` resolve them alike.
+    Notebooks ``08_action_detection`` and ``09_action_anticipation``.
+    """
+    listings = {} if listings is None else listings
     for folder in folders:
-        for ext in VIDEO_EXTENSIONS:
-            if (folder / f"{video_id}{ext}").is_file():
-                return folder / f"{video_id}{ext}"
-    return folders[0] / f"{video_id}.mp4"
+        if folder not in listings:
+            listings[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+        for ext in ID_VIDEO_EXTENSIONS:
+            name = f"{video_id}{ext}"
+            if name in listings[folder] and (folder / name).is_file():
+                return folder / name
+    return folders[0] / f"{video_id}{default_suffix}"
 
 
 def _good_videos(videos: dict[str, VideoRecord], source: FrameSource, failure_budget: int, backend: str,
@@ -1057,7 +1069,8 @@ def build_ava_datasets(cfg, *, progress: bool = True) -> dict:
                      if (k.video_id, k.timestamp) in gt_keys]  # score only annotated, non-excluded keyframes
     folders = [root / "videos" / "trainval", root / "videos"]
     wanted = {k.video_id for keyframes in (*subsets.values(), proposals) for k in keyframes}
-    videos = {v: VideoRecord(_find_video(folders, v), v) for v in sorted(wanted)}
+    listings: dict[Path, set[str]] = {}
+    videos = {v: VideoRecord(find_video(folders, v, listings=listings), v) for v in sorted(wanted)}
     source = frame_source_from_config(replace(d, decode_size=det.detection_decode_size))
     videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress)
     class_ids = sorted(label_map)
@@ -1097,11 +1110,12 @@ def build_epic_datasets(cfg, *, progress: bool = True) -> dict:
     both = lists["train"] & lists["val"]
     if both:
         raise DatasetLayoutError(f"videos {sorted(both)[:3]} are in both anticipation split lists under '{root / 'splits'}'")
-    videos = {}
+    videos, listings = {}, {}
     for seg in segments:
         if seg.video_id in lists["train"] | lists["val"] and seg.video_id not in videos:
             folders = [root / "videos" / "train" / seg.participant_id, root / "videos" / "train", root / "videos"]
-            videos[seg.video_id] = VideoRecord(_find_video(folders, seg.video_id), seg.video_id)
+            videos[seg.video_id] = VideoRecord(find_video(folders, seg.video_id, default_suffix=".MP4", listings=listings),
+                                               seg.video_id)
     size = an.anticipation_decode_size or d.decode_size
     source = frame_source_from_config(replace(d, decode_size=size))
     videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vthcl_lib.datasets import ID_VIDEO_EXTENSIONS
 from vthcl_lib.scan import PROBLEMS, VideoCheck, scan_videos
 from vthcl_lib.video import BACKENDS, check_backend, probe, read_frames, write_video
 
@@ -114,9 +115,6 @@ AVA_OPTIONAL_ANNOTATIONS = (
 EPIC_LABELS = "EPIC_train_action_labels.csv"
 EPIC_CLASS_FILES = ("EPIC_verb_classes.csv", "EPIC_noun_classes.csv")
 ANTICIPATION_SPLITS = ("train", "val")
-# The order in which the detection and anticipation loaders try a video id's containers; the
-# layout must resolve a video exactly as they do, or a stale sibling would be read instead.
-ID_VIDEO_EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
 
 
 def anticipation_list_path(root: str | os.PathLike, subset: str) -> Path:
@@ -126,31 +124,15 @@ def anticipation_list_path(root: str | os.PathLike, subset: str) -> Path:
     return Path(root) / "splits" / f"anticipation_{subset}_videos.txt"
 
 
-def _video_by_id(folders: Sequence[Path], video_id: str, default_suffix: str, listings: dict[Path, set[str]]) -> Path:
-    """The first ``<folder>/<video_id><ext>`` that exists, as the loaders resolve it; else the first folder's default.
-
-    Names are matched exactly against a folder listing (read once per folder in ``listings``), so a
-    case-insensitive file system cannot make ``.mp4`` stand for ``.MP4``.
-    """
-    for folder in folders:
-        if folder not in listings:
-            listings[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
-        for ext in ID_VIDEO_EXTENSIONS:
-            name = f"{video_id}{ext}"
-            if name in listings[folder] and (folder / name).is_file():
-                return folder / name
-    return folders[0] / f"{video_id}{default_suffix}"
-
-
 def _list_ava(root: Path) -> list:
-    from vthcl_lib.datasets import VideoRecord, read_ava_csv
+    from vthcl_lib.datasets import VideoRecord, find_video, read_ava_csv
 
     video_ids: dict[str, None] = {}  # distinct, in file order
     for subset in ("train", "val"):
         video_ids.update(dict.fromkeys(row.video_id for row in read_ava_csv(root / "annotations" / f"ava_{subset}_v2.2.csv")))
     folders = [root / "videos" / "trainval", root / "videos"]
     listings: dict[Path, set[str]] = {}
-    return [VideoRecord(_video_by_id(folders, vid, ".mp4", listings), vid) for vid in video_ids]
+    return [VideoRecord(find_video(folders, vid, listings=listings), vid) for vid in video_ids]
 
 
 def describe_ava(root: str | os.PathLike) -> dict:
@@ -203,14 +185,15 @@ def _epic_video_participants(root: Path) -> dict[str, str]:
 
 
 def _list_epic(root: Path) -> list:
-    from vthcl_lib.datasets import VideoRecord, read_video_list
+    from vthcl_lib.datasets import VideoRecord, find_video, read_video_list
 
     in_split = {vid for subset in ANTICIPATION_SPLITS for vid in read_video_list(anticipation_list_path(root, subset))}
     videos = root / "videos"
     listings: dict[Path, set[str]] = {}
     return [
         # The real layout first, then flat: where the anticipation loader looks, in its order.
-        VideoRecord(_video_by_id([videos / "train" / participant, videos / "train", videos], vid, ".MP4", listings), vid)
+        VideoRecord(find_video([videos / "train" / participant, videos / "train", videos], vid, default_suffix=".MP4",
+                               listings=listings), vid)
         for vid, participant in _epic_video_participants(root).items()
         if vid in in_split
     ]
