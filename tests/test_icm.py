@@ -65,3 +65,32 @@ def test_peak_in_box_and_its_chance_level_by_hand():
     assert box_area_share(boxes, 10, 10) == pytest.approx((9 / 100 + 9 / 100) / 2)
     with pytest.raises(ValueError, match="T, 4"):
         peak_in_box(heat, boxes[:2])
+
+
+def test_sprite_overlap_on_synthetic_clips_with_an_oracle_map_and_a_real_net():
+    from vthcl_lib.config import resolve_config
+    from vthcl_lib.engine import VTHCLNet
+    from vthcl_lib.icm import maps_for_clips, sprite_overlap, synthetic_clip_pairs
+    from vthcl_lib.synthetic import PLAIN_GREY
+
+    cfg = resolve_config("ci", background="plain", distractor=False, noise_sigma=0.0, levels=1, head="linear")
+    pairs = synthetic_clip_pairs(cfg, 4, seed=1)
+    for pair in pairs:  # the sprite's boxes are where the frames differ from the empty scene
+        oracle = torch.from_numpy(np.abs(pair.fast_frames.astype(np.float32) - PLAIN_GREY * 255).sum(axis=3))
+        assert peak_in_box(oracle, pair.fast_boxes) == 1.0
+        assert pair.slow_frames.shape[0] * cfg.data.alpha == pair.fast_frames.shape[0]
+        np.testing.assert_array_equal(pair.slow_frames, pair.fast_frames[:: cfg.data.alpha])
+    torch.manual_seed(0)
+    net = VTHCLNet(cfg.model)
+    maps = maps_for_clips(net, torch.stack([p.slow for p in pairs]), torch.stack([p.fast for p in pairs]))
+    torch.testing.assert_close(maps.slow.mean(dim=(1, 2, 3)), maps.cosine)
+    overlap = sprite_overlap(net, pairs)
+    assert set(overlap) == {"slow", "fast", "chance"} and all(0.0 <= v <= 1.0 for v in overlap.values())
+    assert 0.0 < overlap["chance"] < 0.5  # the sprite covers a small part of the frame
+
+
+def test_a_flat_maximum_peaks_at_its_centre_not_its_corner():
+    heat = torch.zeros(1, 8, 8)
+    heat[0, 4:8, 4:8] = 1.0  # an upsampled coarse cell: a plateau, whose argmax would be (4, 4)
+    assert peak_in_box(heat, np.array([[5, 5, 8, 8]], np.float32)) == 1.0  # centre (6, 6)
+    assert peak_in_box(heat, np.array([[3, 3, 5, 5]], np.float32)) == 0.0  # holds the plateau's corner only

@@ -115,3 +115,16 @@ def test_metric_by_init_draws_bar_means_and_seed_dots():
     assert sum(len(c.get_offsets()) for c in ax.collections) == 8  # one dot per (row, metric)
     with pytest.raises(ValueError, match="missing"):
         plots.plot_metric_by_init(rows, ["action_top1"])
+
+
+def test_icm_overlay_draws_frame_heat_and_box_per_panel():
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    heat = torch.rand(4, 16, 16)
+    boxes = np.tile(np.array([[2, 3, 8, 9]], np.float32), (4, 1))
+    fig = plots.plot_icm(frames, heat, boxes=boxes, title="icm", max_frames=2)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert len(ax.images) == 2 and len(ax.patches) == 1  # the frame, the heat map, the box
+    np.testing.assert_allclose(fig.axes[1].images[1].get_array(), heat[3].numpy())  # last frame shown
+    with pytest.raises(ValueError, match="heat"):
+        plots.plot_icm(frames, torch.rand(4, 8, 8))

@@ -352,3 +352,16 @@ def ensure_pretrained(cfg: Config) -> Path:
     if not checkpoint_is_complete(cfg):
         pretrain(cfg)
     return Path(cfg.run_dir) / "checkpoints" / SLOW_ENCODER_NAME
+
+
+def load_pretrained_net(cfg: Config) -> VTHCLNet:
+    """Both encoders and every head of ``cfg``'s pre-training (trained now if missing), in eval mode on the CPU.
+
+    Notebook ``10_instance_correspondence_map`` needs the heads too (the ICM reads phi), which the
+    downstream ``slow_encoder.pt`` leaves out.
+    """
+    ensure_pretrained(cfg)
+    state = torch.load(Path(cfg.run_dir) / "checkpoints" / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    net = VTHCLNet(cfg.model)
+    net.load_state_dict(state["model"])
+    return net.eval()

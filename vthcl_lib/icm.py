@@ -16,15 +16,20 @@ on an object, e.g. the synthetic sprite whose box the generator knows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vthcl_lib.config import Config
 from vthcl_lib.models.heads import ProjectionHead
+from vthcl_lib.synthetic import MOTION_CLASSES, make_video
+from vthcl_lib.tempo import sample_tempo_indices
+from vthcl_lib.transforms import normalize, to_float_cthw
 
 IDENTITY_TOLERANCE = 1e-4  # float32 sums over a few hundred positions
+PLATEAU = 1e-3  # pixels this close to a frame's maximum (maps scaled to [0, 1]) form its peak
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,9 @@ def upsample_map(icm: torch.Tensor, size: tuple[int, int, int], *, normalise: bo
 
 
 def peak_in_box(heat: torch.Tensor, boxes: np.ndarray | torch.Tensor) -> float:
-    """Share of frames whose hottest pixel lies inside that frame's box (notebook ``10_instance_correspondence_map``).
+    """Share of frames whose peak lies inside that frame's box (notebook ``10_instance_correspondence_map``).
+
+    The peak is the centre of the pixels within :data:`PLATEAU` of the frame's maximum.
 
     ``heat`` is ``[T, H, W]`` at frame resolution; ``boxes`` ``[T, 4]`` pixel boxes ``(x1, y1, x2, y2)``,
     x2/y2 exclusive (the synthetic generator's convention). Frames whose box is empty are skipped.
@@ -87,9 +94,13 @@ def peak_in_box(heat: torch.Tensor, boxes: np.ndarray | torch.Tensor) -> float:
     boxes = torch.as_tensor(np.asarray(boxes), dtype=torch.float32)
     if heat.dim() != 3 or boxes.shape != (heat.shape[0], 4):
         raise ValueError(f"heat {tuple(heat.shape)} and boxes {tuple(boxes.shape)}; expected [T, H, W] and [T, 4]")
-    width = heat.shape[2]
-    flat = heat.reshape(heat.shape[0], -1).argmax(dim=1)
-    ys, xs = (flat // width).float() + 0.5, (flat % width).float() + 0.5  # pixel centres
+    # The peak is the centre of the frame's hottest plateau: an upsampled coarse map has flat maxima,
+    # whose first pixel (argmax) would sit on the plateau's corner.
+    peak = heat >= heat.flatten(1).max(dim=1).values[:, None, None] - PLATEAU
+    rows = torch.arange(heat.shape[1], dtype=torch.float32)[None, :, None] + 0.5
+    cols = torch.arange(heat.shape[2], dtype=torch.float32)[None, None, :] + 0.5
+    count = peak.sum(dim=(1, 2)).float()
+    ys, xs = (peak * rows).sum(dim=(1, 2)) / count, (peak * cols).sum(dim=(1, 2)) / count
     visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     inside = (xs >= boxes[:, 0]) & (xs <= boxes[:, 2]) & (ys >= boxes[:, 1]) & (ys <= boxes[:, 3])
     if not bool(visible.any()):
@@ -106,3 +117,73 @@ def box_area_share(boxes: np.ndarray | torch.Tensor, height: int, width: int) ->
     areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
     visible = areas > 0
     return float((areas[visible] / (height * width)).mean()) if bool(visible.any()) else 0.0
+
+
+@torch.no_grad()
+def maps_for_clips(net: torch.nn.Module, slow: torch.Tensor, fast: torch.Tensor, *, level: str = "res5") -> CorrespondenceMaps:
+    """The ICMs of clip pairs through a pre-trained net (``engine.VTHCLNet``: ``slow``, ``fast``, ``heads_*``).
+
+    ``slow`` ``[B, 3, T_s, H, W]`` and ``fast`` ``[B, 3, T_f, H, W]`` normalised clips. Notebook
+    ``10_instance_correspondence_map``.
+    """
+    net.eval()
+    return correspondence_maps(net.slow(slow)[level], net.fast(fast)[level], net.heads_slow[level], net.heads_fast[level])
+
+
+@dataclass(frozen=True)
+class ClipPair:
+    """A rendered synthetic slow/fast pair with the main sprite's boxes (notebook ``10_instance_correspondence_map``).
+
+    ``slow_frames``/``fast_frames`` are uint8 ``[T, H, W, 3]``, ``slow``/``fast`` the normalised
+    ``[3, T, H, W]`` inputs, ``*_boxes`` ``[T, 4]`` pixel boxes of the labelled sprite.
+    """
+
+    motion: str
+    slow_frames: np.ndarray
+    fast_frames: np.ndarray
+    slow: torch.Tensor
+    fast: torch.Tensor
+    slow_boxes: np.ndarray
+    fast_boxes: np.ndarray
+
+
+def synthetic_clip_pairs(cfg: Config, count: int, *, seed: int = 0, frame_size: int | None = None) -> list[ClipPair]:
+    """``count`` fresh synthetic videos (classes in turn) cut into the preset's slow/fast pair, with sprite boxes.
+
+    The videos are rendered in memory with ``cfg.synthetic`` (never written, never in the training
+    set), one window of ``window`` frames each, at full frame size without cropping so that the
+    generator's boxes stay exact. ``frame_size`` (default the corpus's) renders larger frames, which
+    gives a finer res5 map (stride 32). Notebook ``10_instance_correspondence_map``.
+    """
+    d = cfg.data
+    render = cfg.synthetic if frame_size is None else replace(cfg.synthetic, frame_size=int(frame_size))
+    pairs = []
+    for k in range(int(count)):
+        rng = np.random.default_rng([int(seed), 10, k])
+        motion = MOTION_CLASSES[k % len(MOTION_CLASSES)]
+        video = make_video(rng, motion, d.window, render)
+        slow_idx, fast_idx = sample_tempo_indices(d.window, window=d.window, tau=d.tau, alpha=d.alpha, start=0)
+        clips = {name: normalize(to_float_cthw(torch.from_numpy(video.frames[idx])), d.mean, d.std)
+                 for name, idx in (("slow", slow_idx), ("fast", fast_idx))}
+        pairs.append(ClipPair(motion, video.frames[slow_idx], video.frames[fast_idx], clips["slow"], clips["fast"],
+                              video.boxes[0][slow_idx], video.boxes[0][fast_idx]))
+    return pairs
+
+
+def sprite_overlap(net: torch.nn.Module, pairs: list[ClipPair], *, level: str = "res5") -> dict[str, float]:
+    """How often each pathway's ICM peaks on the labelled sprite: ``{"slow", "fast", "chance"}``.
+
+    Per clip, :func:`peak_in_box` of the upsampled map against the sprite's boxes, averaged over
+    clips; ``chance`` is the mean share of the frame the sprite's box covers (a peak placed at
+    random). Notebook ``10_instance_correspondence_map``.
+    """
+    if not pairs:
+        raise ValueError("pairs is empty; expected synthetic_clip_pairs(...)")
+    maps = maps_for_clips(net, torch.stack([p.slow for p in pairs]), torch.stack([p.fast for p in pairs]), level=level)
+    out = {"slow": [], "fast": [], "chance": []}
+    for k, pair in enumerate(pairs):
+        for name, icm, frames, boxes in (("slow", maps.slow[k], pair.slow_frames, pair.slow_boxes),
+                                         ("fast", maps.fast[k], pair.fast_frames, pair.fast_boxes)):
+            out[name].append(peak_in_box(upsample_map(icm, frames.shape[:3]), boxes))
+        out["chance"].append(box_area_share(pair.slow_boxes, *pair.slow_frames.shape[1:3]))
+    return {name: float(np.mean(values)) for name, values in out.items()}

@@ -428,3 +428,28 @@ def plot_metric_by_init(rows: Sequence[dict], metrics: Sequence[str], *, title: 
     ax.set(title=title, xlabel="", ylim=(0, 100))
     fig.tight_layout()
     return fig
+
+
+def plot_icm(frames, heat, *, boxes=None, title: str = "", max_frames: int = 8) -> Figure:
+    """Frames with their Instance Correspondence Map overlaid (notebook ``10_instance_correspondence_map``).
+
+    ``frames`` uint8 ``[T, H, W, 3]``; ``heat`` ``[T, H, W]`` in [0, 1] (``icm.upsample_map``);
+    ``boxes`` optional ``[T, 4]`` pixel boxes drawn in white. At most ``max_frames`` evenly spaced frames.
+    """
+    images = _as_images(np.asarray(frames))
+    heat = heat.detach().cpu().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat)
+    if heat.shape != images.shape[:3]:
+        raise ValueError(f"heat has shape {heat.shape}; expected the frames' [T, H, W] = {images.shape[:3]}")
+    picks = np.linspace(0, len(images) - 1, min(max_frames, len(images))).round().astype(int)
+    fig = Figure(figsize=(1.5 * len(picks), 1.9))
+    axes = fig.subplots(1, len(picks), squeeze=False)[0]
+    for ax, t in zip(axes, picks):
+        ax.imshow(images[t])
+        ax.imshow(heat[t], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        if boxes is not None:
+            x1, y1, x2, y2 = np.asarray(boxes)[t]
+            ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, color="white"))
+        ax.set(xticks=[], yticks=[], title=f"t={t}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
