@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 from vthcl_lib.config import Config
 from vthcl_lib.datasets import build_epic_datasets
 from vthcl_lib.environment import resolve_device
-from vthcl_lib.finetune import step_lr
+from vthcl_lib.finetune import StepSchedule, train_with_schedule
 from vthcl_lib.models import ResNet3D
 from vthcl_lib.tempo import ObservationWindow, observation_indices, observation_window
 
@@ -119,33 +118,18 @@ def train_anticipation(cfg: Config, encoder: ResNet3D, *, seed: int | None = Non
     torch.manual_seed(seed)
     model = AnticipationModel(encoder, data["num_verbs"], data["num_nouns"], hidden=an.mlp_hidden,
                               dropout=an.anticipation_dropout).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=an.anticipation_lr, momentum=an.anticipation_momentum,
-                                weight_decay=an.anticipation_weight_decay)
-    steps_per_epoch = max(1, len(train_set) // an.anticipation_batch_size)
-    history = []
-    bar = tqdm(range(an.anticipation_epochs), desc=f"anticipation seed {seed}", disable=not progress)
-    for epoch in bar:
-        train_set.set_epoch(epoch)
-        order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, 9]).integers(2**62)))
-        loader = DataLoader(train_set, batch_size=an.anticipation_batch_size, shuffle=True, generator=order,
-                            drop_last=len(train_set) >= an.anticipation_batch_size, num_workers=cfg.data.num_workers)
-        model.train()
-        total, seen = 0.0, 0
-        for step, (clips, verbs, nouns, _) in enumerate(loader):
-            lr = step_lr(epoch + step / steps_per_epoch, an.anticipation_lr, an.anticipation_milestones,
-                         an.anticipation_warmup_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            verb_logits, noun_logits = model(clips.to(device))
-            loss = F.cross_entropy(verb_logits, verbs.to(device)) + F.cross_entropy(noun_logits, nouns.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(verbs)
-            seen += len(verbs)
-        history.append({"epoch": epoch + 1, "loss": total / max(seen, 1),
-                        "lr": step_lr(epoch, an.anticipation_lr, an.anticipation_milestones, an.anticipation_warmup_epochs)})
-        bar.set_postfix(loss=f"{total / max(seen, 1):.3f}")
+    schedule = StepSchedule(an.anticipation_epochs, an.anticipation_batch_size, an.anticipation_lr,
+                            an.anticipation_milestones, an.anticipation_warmup_epochs, an.anticipation_momentum,
+                            an.anticipation_weight_decay)
+
+    def batch_loss(batch: tuple) -> tuple[torch.Tensor, int]:
+        clips, verbs, nouns, _ = batch
+        verb_logits, noun_logits = model(clips.to(device))
+        loss = F.cross_entropy(verb_logits, verbs.to(device)) + F.cross_entropy(noun_logits, nouns.to(device))
+        return loss, len(verbs)
+
+    history = train_with_schedule(model, train_set, batch_loss, schedule, seed=seed, stream=9,
+                                  num_workers=cfg.data.num_workers, desc=f"anticipation seed {seed}", progress=progress)
     out = predict_segments(model, data["val"], batch_size=an.anticipation_batch_size, device=device, progress=progress)
     metrics = anticipation_metrics(out["verb_logits"], out["noun_logits"], out["verbs"], out["nouns"])
     return {**metrics, "top1": metrics["noun_top1"], "num_train": len(train_set), "num_val": len(data["val"]),

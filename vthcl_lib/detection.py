@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from vthcl_lib.config import Config
 from vthcl_lib.datasets import AvaKeyframe, build_ava_datasets, collate_keyframes, keyframe_key
 from vthcl_lib.environment import resolve_device
-from vthcl_lib.finetune import step_lr
+from vthcl_lib.finetune import StepSchedule, train_with_schedule
 from vthcl_lib.models import ResNet3D
 
 
@@ -246,34 +246,18 @@ def train_detector(cfg: Config, encoder: ResNet3D, *, seed: int | None = None, p
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
     model = ActionDetector(encoder, len(data["class_ids"]), roi_size=det.roi_size, dropout=det.detection_dropout).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=det.detection_lr, momentum=det.detection_momentum,
-                                weight_decay=det.detection_weight_decay)
-    steps_per_epoch = max(1, len(train_set) // det.detection_batch_size)
-    history = []
-    bar = tqdm(range(det.detection_epochs), desc=f"detection seed {seed}", disable=not progress)
-    for epoch in bar:
-        train_set.set_epoch(epoch)
-        order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, 8]).integers(2**62)))
-        loader = DataLoader(train_set, batch_size=det.detection_batch_size, shuffle=True, generator=order,
-                            drop_last=len(train_set) >= det.detection_batch_size, collate_fn=collate_keyframes,
-                            num_workers=cfg.data.num_workers)
-        model.train()  # BatchNorm keeps learning: the paper does not freeze it
-        total, boxes = 0.0, 0
-        for step, (clips, rois, targets, _) in enumerate(loader):
-            lr = step_lr(epoch + step / steps_per_epoch, det.detection_lr, det.detection_milestones,
-                         det.detection_warmup_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = model(clips.to(device), rois.to(device))
-            loss = F.binary_cross_entropy_with_logits(logits, targets.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(rois)
-            boxes += len(rois)
-        history.append({"epoch": epoch + 1, "loss": total / max(boxes, 1),
-                        "lr": step_lr(epoch, det.detection_lr, det.detection_milestones, det.detection_warmup_epochs)})
-        bar.set_postfix(loss=f"{total / max(boxes, 1):.4f}")
+    schedule = StepSchedule(det.detection_epochs, det.detection_batch_size, det.detection_lr, det.detection_milestones,
+                            det.detection_warmup_epochs, det.detection_momentum, det.detection_weight_decay)
+
+    def batch_loss(batch: tuple) -> tuple[torch.Tensor, int]:
+        clips, rois, targets, _ = batch
+        logits = model(clips.to(device), rois.to(device))
+        return F.binary_cross_entropy_with_logits(logits, targets.to(device)), len(rois)
+
+    # BatchNorm keeps learning (train mode throughout): the paper does not freeze it
+    history = train_with_schedule(model, train_set, batch_loss, schedule, seed=seed, stream=8,
+                                  num_workers=cfg.data.num_workers, collate_fn=collate_keyframes,
+                                  desc=f"detection seed {seed}", progress=progress)
     predictions = predict_boxes(model, data["val"], batch_size=det.detection_batch_size, device=device, progress=progress)
     result = evaluate_detector(predictions, data["val_ground_truth"], data["class_ids"], iou_threshold=det.iou_threshold)
     names = data["label_map"]

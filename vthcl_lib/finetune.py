@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -119,6 +120,58 @@ def step_lr(epoch: float, base_lr: float, milestones: tuple[int, ...], warmup_ep
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return base_lr * (epoch + 1e-3) / warmup_epochs
     return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """SGD with momentum and a step learning rate: what every downstream protocol trains with (notebooks 06, 08, 09)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    milestones: tuple[int, ...]
+    warmup_epochs: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+
+    def lr_at(self, epoch: float) -> float:
+        return step_lr(epoch, self.lr, self.milestones, self.warmup_epochs)
+
+
+def train_with_schedule(model: nn.Module, train_set: Any, batch_loss: Callable[[Any], tuple[torch.Tensor, int]],
+                        schedule: StepSchedule, *, seed: int, stream: int, num_workers: int = 0,
+                        collate_fn: Callable | None = None, desc: str = "train", progress: bool = True) -> list[dict]:
+    """Train ``model`` (in train mode, BatchNorm included) with ``schedule``; returns per-epoch ``{epoch, loss, lr}``.
+
+    ``batch_loss(batch) -> (mean loss, items)`` runs the model on one batch. The batch order of epoch
+    e follows ``default_rng([seed, e, stream])``, so runs repeat exactly on a CPU. Notebooks
+    ``08_action_detection`` and ``09_action_anticipation``.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
+                                weight_decay=schedule.weight_decay)
+    steps_per_epoch = max(1, len(train_set) // schedule.batch_size)
+    history = []
+    bar = tqdm(range(schedule.epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        train_set.set_epoch(epoch)
+        order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, stream]).integers(2**62)))
+        loader = DataLoader(train_set, batch_size=schedule.batch_size, shuffle=True, generator=order,
+                            drop_last=len(train_set) >= schedule.batch_size, collate_fn=collate_fn,
+                            num_workers=num_workers)
+        model.train()
+        total, seen = 0.0, 0
+        for step, batch in enumerate(loader):
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr_at(epoch + step / steps_per_epoch)
+            loss, items = batch_loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * items
+            seen += items
+        history.append({"epoch": epoch + 1, "loss": total / max(seen, 1), "lr": schedule.lr_at(epoch)})
+        bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
+    return history
 
 
 def lr_at(epoch: float, cfg: Config) -> float:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import shutil
 from pathlib import Path
