@@ -138,14 +138,15 @@ class StepSchedule:
         return step_lr(epoch, self.lr, self.milestones, self.warmup_epochs)
 
 
-def train_with_schedule(model: nn.Module, train_set: Any, batch_loss: Callable[[Any], tuple[torch.Tensor, int]],
+def train_with_schedule(model: nn.Module, train_set: Any, batch_loss: Callable[[Any], tuple],
                         schedule: StepSchedule, *, seed: int, stream: int, num_workers: int = 0,
                         collate_fn: Callable | None = None, desc: str = "train", progress: bool = True) -> list[dict]:
     """Train ``model`` (in train mode, BatchNorm included) with ``schedule``; returns per-epoch ``{epoch, loss, lr}``.
 
-    ``batch_loss(batch) -> (mean loss, items)`` runs the model on one batch. The batch order of epoch
-    e follows ``default_rng([seed, e, stream])``, so runs repeat exactly on a CPU. Notebooks
-    ``08_action_detection`` and ``09_action_anticipation``.
+    ``batch_loss(batch) -> (mean loss, items)`` runs the model on one batch; a third value, the number
+    of correct predictions, adds ``train_top1`` to the history. The batch order of epoch e follows
+    ``default_rng([seed, e, stream])``, so runs repeat exactly on a CPU. Notebooks
+    ``06_action_recognition``, ``08_action_detection`` and ``09_action_anticipation``.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
                                 weight_decay=schedule.weight_decay)
@@ -159,17 +160,22 @@ def train_with_schedule(model: nn.Module, train_set: Any, batch_loss: Callable[[
                             drop_last=len(train_set) >= schedule.batch_size, collate_fn=collate_fn,
                             num_workers=num_workers)
         model.train()
-        total, seen = 0.0, 0
+        total, seen, correct = 0.0, 0, None
         for step, batch in enumerate(loader):
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr_at(epoch + step / steps_per_epoch)
-            loss, items = batch_loss(batch)
+            loss, items, *hits = batch_loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * items
             seen += items
-        history.append({"epoch": epoch + 1, "loss": total / max(seen, 1), "lr": schedule.lr_at(epoch)})
+            if hits:
+                correct = (correct or 0) + int(hits[0])
+        record = {"epoch": epoch + 1, "loss": total / max(seen, 1)}
+        if correct is not None:
+            record["train_top1"] = correct / max(seen, 1)
+        history.append({**record, "lr": schedule.lr_at(epoch)})
         bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
     return history
 
@@ -226,33 +232,18 @@ def finetune(cfg: Config, encoder: ResNet3D, *, dataset: str | None = None, spli
     num_classes = num_classes_of(train_set, test_set)
     torch.manual_seed(seed)  # the classifier's initialisation and the dropout masks
     model = VideoClassifier(encoder, num_classes, dropout=f.dropout).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=f.finetune_lr, momentum=f.finetune_momentum,
-                                weight_decay=f.finetune_weight_decay)
-    steps_per_epoch = len(train_set) // f.finetune_batch_size
-    history = []
-    bar = tqdm(range(f.finetune_epochs), desc=f"fine-tune {dataset} split {split} seed {seed}", disable=not progress)
-    for epoch in bar:
-        train_set.set_epoch(epoch)
-        order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, split]).integers(2**62)))
-        loader = DataLoader(train_set, batch_size=f.finetune_batch_size, shuffle=True, generator=order,
-                            drop_last=True, num_workers=cfg.data.num_workers)
-        model.train()
-        total, correct, seen = 0.0, 0, 0
-        for step, (clips, labels, _) in enumerate(loader):
-            lr = lr_at(epoch + step / steps_per_epoch, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            clips, labels = clips.to(device), torch.as_tensor(labels).to(device)
-            logits = model(clips)
-            loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * labels.shape[0]
-            correct += int((logits.argmax(dim=1) == labels).sum())
-            seen += labels.shape[0]
-        history.append({"epoch": epoch + 1, "loss": total / seen, "train_top1": correct / seen, "lr": lr_at(epoch, cfg)})
-        bar.set_postfix(loss=f"{total / seen:.3f}", train_top1=f"{correct / seen:.2f}")
+    schedule = StepSchedule(f.finetune_epochs, f.finetune_batch_size, f.finetune_lr, f.finetune_milestones,
+                            f.finetune_warmup_epochs, f.finetune_momentum, f.finetune_weight_decay)
+
+    def batch_loss(batch: tuple) -> tuple[torch.Tensor, int, int]:
+        clips, labels, _ = batch
+        clips, labels = clips.to(device), torch.as_tensor(labels).to(device)
+        logits = model(clips)
+        return F.cross_entropy(logits, labels), labels.shape[0], int((logits.argmax(dim=1) == labels).sum())
+
+    history = train_with_schedule(model, train_set, batch_loss, schedule, seed=seed, stream=split,
+                                  num_workers=cfg.data.num_workers, desc=f"fine-tune {dataset} split {split} seed {seed}",
+                                  progress=progress)
     logits, labels = predict_clips(model, test_set, batch_size=f.finetune_batch_size, device=device, progress=progress)
     record = {"dataset": dataset, "split": int(split), "seed": seed, "num_train": len(train_set),
               "num_test": len(test_set), "num_classes": num_classes, "history": history}
