@@ -1,9 +1,11 @@
 """vthcl_lib.config: presets, overrides by name, coercion from strings, validation, parameter files."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vthcl_lib.config import PRESETS, apply_overrides, config_from_params, load_params_file, resolve_config
 
@@ -126,3 +128,28 @@ def test_transfer_sections_follow_the_paper_and_name_bad_values():
                                ({"detection_decode_size": (0, 32)}, "detection_decode_size")):
         with pytest.raises(ValueError, match=message):
             resolve_config("ci", **overrides)
+
+
+TRAINING_NOTEBOOKS = ("05_hierarchical_pretraining", "06_action_recognition", "07_linear_probe_and_retrieval",
+                      "08_action_detection", "09_action_anticipation", "10_instance_correspondence_map")
+
+
+def _parameter_names(notebook: Path) -> set[str]:
+    cells = json.loads(notebook.read_text())["cells"]
+    source = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+    return {line.split(":")[0].strip() for line in source.splitlines() if line[:1].isupper()}
+
+
+@pytest.mark.parametrize("preset", ["paper_r18", "paper_r50"])
+def test_every_training_notebook_has_paper_parameter_files_it_accepts(preset):
+    folder = ROOT / "notebooks" / "params" / preset
+    files = sorted(folder.glob("*.yaml"))
+    assert {f.name.split(".")[0] for f in files} == set(TRAINING_NOTEBOOKS)
+    for f in files:
+        params = yaml.safe_load(f.read_text())
+        notebook = ROOT / "notebooks" / f"{f.name.split('.')[0]}.ipynb"
+        unknown = set(params) - _parameter_names(notebook)
+        assert not unknown, f"{f.name}: {sorted(unknown)} are not parameters of {notebook.name}"
+        assert params["PRESET"] == preset and params["DEVICE"] == "cuda"
+        assert resolve_config(preset, seed=params["SEED"]).preset == preset
+        assert str(params.get("RUN_DIR", "")).startswith(f"../runs/{preset}/")  # papermill runs in notebooks/
