@@ -82,3 +82,35 @@ def test_command_line_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| linear probe |" in out and "summary.json" in out
     assert json.loads((tmp_path / "summary.json").read_text())["preset"] == "demo"
+
+
+def test_our_results_sit_beside_the_papers_tables_with_their_scale_and_whats_missing(tmp_path):
+    from vthcl_lib.report import PAPER_RESULTS, our_results, paper_comparison, scale_of
+    from vthcl_lib.runs import save_metrics
+
+    save_metrics(tmp_path / "demo" / "06", {"preset": "demo", "dataset": "ucf101", "results": [
+        {"protocol": "finetune", "init": "vthcl", "seed": 0, "split": 1, "dataset": "ucf101", "top1": 0.30},
+        {"protocol": "finetune", "init": "vthcl", "seed": 0, "split": 2, "dataset": "ucf101", "top1": 0.40},
+        {"protocol": "finetune", "init": "vthcl", "seed": 1, "split": 1, "dataset": "ucf101", "top1": 0.45},
+        {"protocol": "linear", "init": "vthcl", "seed": 0, "top1": 0.9}]})  # not a paper table entry: ignored
+    save_metrics(tmp_path / "demo" / "08", {"preset": "demo", "transfer_results": [
+        {"task": "ava_detection", "init": "random", "seed": 0, "mAP": 0.25}]})
+    save_metrics(tmp_path / "real" / "09", {"preset": "paper_r18", "transfer_results": [
+        {"task": "epic_anticipation", "init": "vthcl", "seed": 0, "noun_top1": 0.11, "verb_top1": 0.27}]})
+    save_metrics(tmp_path / "demo" / "11", {"preset": "demo", "ablation_results": [
+        {"alpha": 2, "levels": 1, "dataset": "hmdb51", "seed": 0, "top1": 0.2}]})
+    ours = {(r["table"], r["setting"], r["metric"], r["init"]): r for r in our_results(tmp_path)}
+    ucf = ours[("1", "UCF-101", "fine-tuning top-1", "vthcl")]
+    assert (round(ucf["mean"], 6), round(ucf["std"], 6), ucf["n"]) == (40.0, 5.0, 2)  # seed 0: splits averaged to 35
+    assert ours[("3a", "AVA", "frame mAP@0.5", "random")]["mean"] == pytest.approx(25.0)
+    assert ours[("3b", "Epic-Kitchens", "verb top-1", "vthcl")]["scale"] == "real data" == scale_of("paper_r50")
+    assert ours[("2a", "alpha=2, D=1", "HMDB-51 fine-tuning top-1", "vthcl")]["mean"] == pytest.approx(20.0)
+    assert ours[("2b", "D=1, alpha=2", "HMDB-51 fine-tuning top-1", "vthcl")]["scale"] == "synthetic (demo)"
+    rows = paper_comparison(list(ours.values()))
+    assert len(rows) == len(PAPER_RESULTS)  # every entry of ours has a paper entry here
+    by = {(r["table"], r["setting"], r["metric"], r["init"]): r for r in rows}
+    assert by[("1", "UCF-101", "fine-tuning top-1", "vthcl")]["ours"] == "40.0 ± 5.0 (n=2)"
+    assert by[("1", "UCF-101", "fine-tuning top-1", "vthcl")]["paper_R18"] == 80.6
+    assert "outside this project" in by[("3a", "AVA", "frame mAP@0.5", "kinetics")]["note"]
+    assert "not run yet" in by[("1", "HMDB-51", "fine-tuning top-1", "random")]["note"]
+    assert [r["table"] for r in rows] == sorted([r["table"] for r in rows], key=["1", "2a", "2b", "3a", "3b"].index)
