@@ -189,6 +189,8 @@ def our_results(run_root: str | os.PathLike) -> list[dict[str, Any]]:
                 data = _DATASET_NAMES.get(row.get("dataset", metrics.get("dataset")), str(row.get("dataset")))
                 add(("1", data, "fine-tuning top-1", row["init"]), row["seed"], row["top1"])
         for row in metrics.get("ablation_results", []) or []:
+            if row.get("protocol", "finetune") != "finetune":
+                continue  # Table 2 is fine-tuning; notebook 11 shows the linear probe beside it
             data = _DATASET_NAMES.get(row["dataset"], row["dataset"])
             if int(row["levels"]) == 1:
                 add(("2a", f"alpha={row['alpha']}, D=1", f"{data} fine-tuning top-1", "vthcl"), row["seed"], row["top1"])
