@@ -55,3 +55,40 @@ def coded_videos(tmp_path_factory) -> dict[str, Path]:
         name: write_video(root / fname, frames, codec=codec, gop=12, quality=None)
         for name, (fname, codec) in CODECS.items()
     }
+
+
+# --------------------------------------------------------------------------- prepare scripts (test_prepare*.py)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_prepare_script(script: str, *args: str):
+    """Run ``data_scripts/<script>`` as its own process, quietly."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(REPO / "data_scripts" / script), "--no-progress", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def prepare_main(capsys, dataset: str, *args: str) -> tuple[int, str, str]:
+    """The scripts' entry point in this process (cheaper than a subprocess, which each script gets once)."""
+    from vthcl_lib.prepare import main
+
+    code = main(dataset, ["--no-progress", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def read_manifest(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "manifest.json").read_text())
+
+
+def read_quarantine(out: Path) -> set[tuple[str, str]]:
+    from vthcl_lib.scan import QUARANTINE_HEADER
+
+    lines = (out / "quarantine.tsv").read_text().splitlines()
+    assert lines[0] == QUARANTINE_HEADER
+    return {tuple(line.split("\t")[:2]) for line in lines[1:]}

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import prepare_main, read_manifest, read_quarantine, run_prepare_script
 from vthcl_lib.datasets import read_hmdb51_split, read_kinetics_csv, read_ucf101_split
 from vthcl_lib.prepare import PrepareError, main, prepare_dataset, short_side_size
-from vthcl_lib.scan import QUARANTINE_HEADER
 from vthcl_lib.video import probe, read_frames, write_video
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_FRAMES = 20
 HEIGHT, WIDTH = 32, 64  # not square, so --short-side must keep the aspect ratio (decord fails on widths 16, 24, 48, 72)
 
@@ -29,28 +26,8 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "data_scripts" / script), "--no-progress", *args],
-        capture_output=True, text=True, timeout=120,
-    )
 
 
-def _main(capsys, dataset: str, *args: str) -> tuple[int, str, str]:
-    """The scripts' entry point in this process (cheaper than a subprocess, which each script gets once)."""
-    code = main(dataset, ["--no-progress", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
-
-
-def _quarantine(out: Path) -> set[tuple[str, str]]:
-    lines = (out / "quarantine.tsv").read_text().splitlines()
-    assert lines[0] == QUARANTINE_HEADER
-    return {tuple(line.split("\t")[:2]) for line in lines[1:]}
 
 
 # --------------------------------------------------------------------------- download trees
@@ -122,11 +99,11 @@ def _kinetics_download(root: Path) -> Path:
 def test_ucf101_symlinked_layout_manifest_and_quarantine(tmp_path, capsys):
     videos, lists = _ucf_download(tmp_path / "dl")
     out = tmp_path / "data" / "ucf101"
-    result = _run("prepare_ucf101.py", "--videos", str(videos), "--splits", str(lists), "--out", str(out))
+    result = run_prepare_script("prepare_ucf101.py", "--videos", str(videos), "--splits", str(lists), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "ucf101: 6 listed, 5 present, 4 ok (symlink)" in result.stdout
 
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     assert manifest["dataset"] == "ucf101" and manifest["layout"] == "symlink"
     assert manifest["sources"] == {"videos": str(videos), "splits": str(lists)}
     assert manifest["counts"] == {
@@ -141,7 +118,7 @@ def test_ucf101_symlinked_layout_manifest_and_quarantine(tmp_path, capsys):
                     "problem": None, "detail": None}
     assert by_path["UCF-101/Biking/v_Biking_g03_c01.avi"]["problem"] == "missing"
     assert by_path["UCF-101/Biking/v_Biking_g02_c01.avi"]["problem"] == "undecodable"
-    assert _quarantine(out) == {("UCF-101/Biking/v_Biking_g03_c01.avi", "missing"),
+    assert read_quarantine(out) == {("UCF-101/Biking/v_Biking_g03_c01.avi", "missing"),
                                 ("UCF-101/Biking/v_Biking_g02_c01.avi", "undecodable")}
 
     # The parsers read the laid-out copy; its files are links into the download.
@@ -153,17 +130,17 @@ def test_ucf101_symlinked_layout_manifest_and_quarantine(tmp_path, capsys):
     assert (out / "ucfTrainTestlist" / "classInd.txt").read_bytes() == (lists / "classInd.txt").read_bytes()
 
     # --strict turns the bad videos into exit code 1; a re-run keeps the same layout.
-    code, _, _ = _main(capsys, "ucf101", "--videos", str(videos), "--splits", str(lists), "--out", str(out), "--strict")
-    assert code == 1 and _manifest(out)["counts"] == manifest["counts"]
+    code, _, _ = prepare_main(capsys, "ucf101", "--videos", str(videos), "--splits", str(lists), "--out", str(out), "--strict")
+    assert code == 1 and read_manifest(out)["counts"] == manifest["counts"]
 
 
 def test_ucf101_short_side_reencodes_and_keeps_frames(tmp_path):
     videos, lists = _ucf_download(tmp_path / "dl")
     out = tmp_path / "small"
-    result = _run("prepare_ucf101.py", "--videos", str(videos), "--splits", str(lists), "--out", str(out),
+    result = run_prepare_script("prepare_ucf101.py", "--videos", str(videos), "--splits", str(lists), "--out", str(out),
                   "--short-side", "16")
     assert result.returncode == 0, result.stderr
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     assert manifest["short_side"] == 16 and manifest["counts"]["ok"] == 4
     ok = [e for e in manifest["videos"] if e["problem"] is None]
     assert {(e["height"], e["width"], e["frames"]) for e in ok} == {(16, 32, NUM_FRAMES)}
@@ -180,13 +157,13 @@ def test_ucf101_short_side_reencodes_and_keeps_frames(tmp_path):
 def test_ucf101_verified_in_place(tmp_path, capsys):
     videos, lists = _ucf_download(tmp_path / "ucf101")
     out = tmp_path / "ucf101"
-    code, stdout, _ = _main(capsys, "ucf101", "--out", str(out))
+    code, stdout, _ = prepare_main(capsys, "ucf101", "--out", str(out))
     assert code == 0 and "(in place)" in stdout
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     assert manifest["layout"] == "in place" and manifest["counts"]["present"] == 5
     assert manifest["sources"] == {"videos": str(videos), "splits": str(lists)}
     assert not any(p.is_symlink() for p in videos.rglob("*"))
-    code, _, stderr = _main(capsys, "ucf101", "--out", str(out), "--short-side", "16")
+    code, _, stderr = prepare_main(capsys, "ucf101", "--out", str(out), "--short-side", "16")
     assert code == 2 and "choose another --out" in stderr
 
 
@@ -202,7 +179,7 @@ def test_ucf101_verified_in_place(tmp_path, capsys):
 def test_ucf101_malformed_splits_exit_2_with_a_message(tmp_path, capsys, damage, message):
     videos, lists = _ucf_download(tmp_path / "dl")
     damage(lists)
-    code, _, stderr = _main(capsys, "ucf101", "--videos", str(videos), "--splits", str(lists), "--out", str(tmp_path / "o"))
+    code, _, stderr = prepare_main(capsys, "ucf101", "--videos", str(videos), "--splits", str(lists), "--out", str(tmp_path / "o"))
     assert code == 2
     assert stderr.startswith("error: ") and message in stderr
     assert not (tmp_path / "o" / "manifest.json").exists()
@@ -214,10 +191,10 @@ def test_ucf101_malformed_splits_exit_2_with_a_message(tmp_path, capsys, damage,
 def test_hmdb51_copied_layout(tmp_path):
     videos, splits = _hmdb_download(tmp_path / "dl")
     out = tmp_path / "data" / "hmdb51"
-    result = _run("prepare_hmdb51.py", "--videos", str(videos), "--splits", str(splits), "--out", str(out),
+    result = run_prepare_script("prepare_hmdb51.py", "--videos", str(videos), "--splits", str(splits), "--out", str(out),
                   "--copy", "--min-frames", "8")
     assert result.returncode == 0, result.stderr
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     assert manifest["layout"] == "copy"
     assert manifest["counts"] == {
         "listed": 6, "present": 6, "missing": 0, "empty": 0, "undecodable": 0, "truncated": 0, "too_short": 1, "ok": 5
@@ -225,7 +202,7 @@ def test_hmdb51_copied_layout(tmp_path):
     assert manifest["split_files"] == {f"testTrainMulti_7030_splits/{p.name}": _sha(p) for p in splits.iterdir()}
     assert len(manifest["split_files"]) == 6
     short = "videos/cartwheel/cartwheel_clip2_f_cm_np1_fr_med_2.avi"
-    assert _quarantine(out) == {(short, "too_short")}
+    assert read_quarantine(out) == {(short, "too_short")}
     assert next(e for e in manifest["videos"] if e["path"] == short)["frames"] == 6
     records, classes = read_hmdb51_split(out, split=2, subset="test")
     assert classes == ["brush_hair", "cartwheel"] and len(records) == 2
@@ -235,9 +212,9 @@ def test_hmdb51_copied_layout(tmp_path):
 def test_hmdb51_malformed_tag_and_missing_folder(tmp_path, capsys):
     videos, splits = _hmdb_download(tmp_path / "dl")
     (splits / "cartwheel_test_split3.txt").write_text("cartwheel_clip0_f_cm_np1_fr_med_0.avi 7\n")
-    bad = _run("prepare_hmdb51.py", "--videos", str(videos), "--splits", str(splits), "--out", str(tmp_path / "o"))
+    bad = run_prepare_script("prepare_hmdb51.py", "--videos", str(videos), "--splits", str(splits), "--out", str(tmp_path / "o"))
     assert bad.returncode == 2 and "cartwheel_test_split3.txt' line 1" in bad.stderr
-    code, _, stderr = _main(capsys, "hmdb51", "--videos", str(videos), "--splits", str(tmp_path / "nope"),
+    code, _, stderr = prepare_main(capsys, "hmdb51", "--videos", str(videos), "--splits", str(tmp_path / "nope"),
                             "--out", str(tmp_path / "o"))
     assert code == 2 and "split folder" in stderr and "nope" in stderr
 
@@ -248,9 +225,9 @@ def test_hmdb51_malformed_tag_and_missing_folder(tmp_path, capsys):
 def test_kinetics_layout_finds_videos_by_name(tmp_path):
     k400 = _kinetics_download(tmp_path / "dl")
     out = tmp_path / "data" / "kinetics400"
-    result = _run("prepare_kinetics.py", "--csv-dir", str(k400), "--videos", str(k400), "--out", str(out))
+    result = run_prepare_script("prepare_kinetics.py", "--csv-dir", str(k400), "--videos", str(k400), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     assert manifest["counts"] == {
         "listed": 5, "present": 4, "missing": 1, "empty": 0, "undecodable": 0, "truncated": 0, "too_short": 0, "ok": 4
     }
@@ -263,7 +240,7 @@ def test_kinetics_layout_finds_videos_by_name(tmp_path):
         "train/juggling/ddddddddddd_000000_000010.mp4",  # missing: the canonical path
         "val/juggling/eeeeeeeeeee_000000_000010.mp4",  # placed in its label folder
     }
-    assert _quarantine(out) == {("train/juggling/ddddddddddd_000000_000010.mp4", "missing")}
+    assert read_quarantine(out) == {("train/juggling/ddddddddddd_000000_000010.mp4", "missing")}
     records, labels = read_kinetics_csv(out, "train")
     assert labels == ["juggling", "riding a bike"]
     assert [r.path.is_file() for r in records] == [True, True, True, False]
@@ -290,7 +267,7 @@ def test_kinetics_short_side_writes_h264_mp4(tmp_path):
 def test_kinetics_missing_or_malformed_csv(tmp_path):
     k400 = _kinetics_download(tmp_path / "dl")
     (k400 / "train.csv").write_text("label,youtube_id\njuggling,ccccccccccc\n")
-    bad = _run("prepare_kinetics.py", "--csv-dir", str(k400), "--videos", str(k400), "--out", str(tmp_path / "o"))
+    bad = run_prepare_script("prepare_kinetics.py", "--csv-dir", str(k400), "--videos", str(k400), "--out", str(tmp_path / "o"))
     assert bad.returncode == 2 and "lacks the columns ['time_start', 'time_end']" in bad.stderr
     (k400 / "train.csv").unlink()
     with pytest.raises(PrepareError, match="lacks train.csv"):

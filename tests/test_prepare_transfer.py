@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import prepare_main, read_manifest, read_quarantine, run_prepare_script
 from vthcl_lib.config import resolve_config
 from vthcl_lib.datasets import (
     DatasetLayoutError,
@@ -22,12 +21,10 @@ from vthcl_lib.datasets import (
     read_epic_action_labels,
 )
 from vthcl_lib.prepare import DEFAULT_SPLIT_RULE, LAYOUTS, PrepareError, main, prepare_dataset
-from vthcl_lib.scan import QUARANTINE_HEADER
 from vthcl_lib.synthetic import MOTION_CLASSES, SHAPES
 from vthcl_lib.synthetic_transfer import ensure_transfer_sets
 from vthcl_lib.video import probe, read_frames, write_video
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "ava"
 AVA_REQUIRED = ["ava_action_list_v2.2.pbtxt", "ava_train_excluded_timestamps_v2.2.csv", "ava_train_v2.2.csv",
                 "ava_val_excluded_timestamps_v2.2.csv", "ava_val_v2.2.csv"]
@@ -41,26 +38,8 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "data_scripts" / script), "--no-progress", *args],
-                          capture_output=True, text=True, timeout=120)
 
 
-def _main(capsys, dataset: str, *args: str) -> tuple[int, str, str]:
-    """The scripts' entry point in this process (each script also runs once as a subprocess)."""
-    code = main(dataset, ["--no-progress", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
-
-
-def _quarantine(out: Path) -> set[tuple[str, str]]:
-    lines = (out / "quarantine.tsv").read_text().splitlines()
-    assert lines[0] == QUARANTINE_HEADER
-    return {tuple(line.split("\t")[:2]) for line in lines[1:]}
 
 
 # --------------------------------------------------------------------------- AVA parsers on real-format rows
@@ -228,12 +207,12 @@ def _epic_download(synthetic: Path, root: Path) -> tuple[Path, Path]:
 def test_ava_symlinked_layout_manifest_and_quarantine(synthetic, cfg, tmp_path):
     annotations, videos = _ava_download(synthetic, tmp_path / "dl")
     out = tmp_path / "data" / "ava"
-    result = _run("prepare_ava.py", "--annotations", str(annotations), "--videos", str(videos.parent), "--out", str(out))
+    result = run_prepare_script("prepare_ava.py", "--annotations", str(annotations), "--videos", str(videos.parent), "--out", str(out))
     assert result.returncode == 0, result.stderr
     listed = cfg.ava_train_videos + cfg.ava_val_videos
     assert f"ava: {listed} listed, {listed - 1} present, {listed - 2} ok (symlink)" in result.stdout
 
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     assert manifest["dataset"] == "ava" and manifest["layout"] == "symlink"
     assert manifest["sources"] == {"videos": str(videos.parent), "splits": str(annotations)}
     assert manifest["counts"] == {"listed": listed, "present": listed - 1, "missing": 1, "empty": 0, "undecodable": 1,
@@ -254,7 +233,7 @@ def test_ava_symlinked_layout_manifest_and_quarantine(synthetic, cfg, tmp_path):
     assert by_path["videos/trainval/-5KQ66BBWC4.mkv"] == {
         "path": "videos/trainval/-5KQ66BBWC4.mkv", "frames": cfg.ava_seconds * cfg.fps, "fps": float(cfg.fps),
         "height": cfg.ava_frame_size, "width": cfg.ava_frame_size, "problem": None, "detail": None}
-    assert _quarantine(out) == {("videos/trainval/synava00002.mp4", "missing"),
+    assert read_quarantine(out) == {("videos/trainval/synava00002.mp4", "missing"),
                                 ("videos/trainval/synava00004.mp4", "undecodable")}
 
     # What the detection loader reads: the copied annotations, and one link per downloaded video.
@@ -310,7 +289,7 @@ def test_ava_bad_annotations_exit_2_with_a_message(synthetic, tmp_path, capsys, 
     annotations, videos = _ava_download(synthetic, tmp_path / "dl")
     damage(annotations)
     out = tmp_path / "o"
-    code, _, stderr = _main(capsys, "ava", "--annotations", str(annotations), "--videos", str(videos), "--out", str(out))
+    code, _, stderr = prepare_main(capsys, "ava", "--annotations", str(annotations), "--videos", str(videos), "--out", str(out))
     assert code == 2 and stderr.startswith("error: ") and message in stderr
     assert not (out / "manifest.json").exists()
 
@@ -321,7 +300,7 @@ def test_ava_bad_annotations_exit_2_with_a_message(synthetic, tmp_path, capsys, 
 def test_epic_layout_default_split_and_quarantine(synthetic, cfg, tmp_path):
     annotations, videos = _epic_download(synthetic, tmp_path / "dl")
     out = tmp_path / "data" / "epic_kitchens"
-    result = _run("prepare_epic_kitchens.py", "--annotations", str(annotations), "--videos", str(videos),
+    result = run_prepare_script("prepare_epic_kitchens.py", "--annotations", str(annotations), "--videos", str(videos),
                   "--out", str(out), "--strict")
     assert result.returncode == 1, result.stderr  # --strict: one missing and one undecodable video
     assert "epic_kitchens: 5 listed, 4 present, 3 ok (symlink)" in result.stdout
@@ -332,7 +311,7 @@ def test_epic_layout_default_split_and_quarantine(synthetic, cfg, tmp_path):
     splits = out / "splits"
     assert (splits / "anticipation_val_videos.txt").read_text() == "P01_04\n"
     assert (splits / "anticipation_train_videos.txt").read_text() == "P01_01\nP01_02\nP01_03\nP02_01\n"
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     assert manifest["anticipation_split"] == {"source": f"default: {DEFAULT_SPLIT_RULE}", "train": 4, "val": 1}
     assert manifest["counts"] == {"listed": 5, "present": 4, "missing": 1, "empty": 0, "undecodable": 1,
                                   "truncated": 0, "too_short": 0, "ok": 3}
@@ -348,7 +327,7 @@ def test_epic_layout_default_split_and_quarantine(synthetic, cfg, tmp_path):
         "verb_classes": len(MOTION_CLASSES), "noun_classes": len(SHAPES),
     }
     assert {e["path"] for e in manifest["videos"]} == {f"videos/train/{v[:3]}/{v}.MP4" for v in EPIC_VIDEOS}
-    assert _quarantine(out) == {("videos/train/P01/P01_03.MP4", "missing"),
+    assert read_quarantine(out) == {("videos/train/P01/P01_03.MP4", "missing"),
                                 ("videos/train/P01/P01_02.MP4", "undecodable")}
     flat = out / "videos" / "train" / "P02" / "P02_01.MP4"  # the flat download goes into its participant's folder
     assert flat.is_symlink() and flat.resolve() == (videos / "P02_01.MP4").resolve()
@@ -360,7 +339,7 @@ def test_epic_val_videos_short_side_and_kept_lists(synthetic, cfg, tmp_path, cap
     out = tmp_path / "data" / "epic_kitchens"
     val_file = tmp_path / "epic_baseline_val.txt"
     val_file.write_text("# the validation videos\nP02_01\n\nP01_02\n")
-    code, stdout, stderr = _main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
+    code, stdout, stderr = prepare_main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
                                  "--out", str(out), "--val-videos", str(val_file), "--short-side", "16")
     assert code == 0, stderr
     assert f"anticipation split: 3 train, 2 val videos (--val-videos {val_file})" in stdout
@@ -368,7 +347,7 @@ def test_epic_val_videos_short_side_and_kept_lists(synthetic, cfg, tmp_path, cap
     lists = {s: out / "splits" / f"anticipation_{s}_videos.txt" for s in ("train", "val")}
     assert lists["val"].read_text() == "P01_02\nP02_01\n"
     assert lists["train"].read_text() == "P01_01\nP01_03\nP01_04\n"
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     ok = sorted((e["path"], e["height"], e["width"], e["frames"]) for e in manifest["videos"] if e["problem"] is None)
     frames = {v: probe(synthetic / "epic_kitchens" / "videos" / "train" / v[:3] / f"{v}.MP4").num_frames
               for v in ("P01_01", "P01_04", "P02_01")}
@@ -378,12 +357,12 @@ def test_epic_val_videos_short_side_and_kept_lists(synthetic, cfg, tmp_path, cap
     assert probe(reencoded, backend="pyav").num_frames == frames["P02_01"]
 
     # A re-run without --val-videos keeps the lists it finds; a bad --val-videos names its file and ids.
-    code, stdout, _ = _main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
+    code, stdout, _ = prepare_main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
                             "--out", str(out), "--short-side", "16")
     assert code == 0 and "(kept the existing lists)" in stdout
     assert lists["val"].read_text() == "P01_02\nP02_01\n"
     val_file.write_text("P01_04\nP09_99\n")
-    code, _, stderr = _main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
+    code, _, stderr = prepare_main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
                             "--out", str(out), "--val-videos", str(val_file))
     assert code == 2 and f"--val-videos '{val_file}' names 1 videos" in stderr and "['P09_99']" in stderr
     assert lists["val"].read_text() == "P01_02\nP02_01\n"  # untouched by the failed run
@@ -393,13 +372,13 @@ def test_epic_verified_in_place_keeps_the_synthetic_split(synthetic, tmp_path, c
     root = tmp_path / "epic_kitchens"
     shutil.copytree(synthetic / "epic_kitchens", root)
     before = {p.name: p.read_bytes() for p in (root / "splits").iterdir()}
-    code, stdout, stderr = _main(capsys, "epic_kitchens", "--out", str(root))
+    code, stdout, stderr = prepare_main(capsys, "epic_kitchens", "--out", str(root))
     assert code == 0, stderr
     assert "epic_kitchens: 5 listed, 5 present, 5 ok (in place)" in stdout
     assert {p.name: p.read_bytes() for p in (root / "splits").iterdir()} == before
-    manifest = _manifest(root)
+    manifest = read_manifest(root)
     assert manifest["anticipation_split"]["source"] == "kept the existing lists"
-    assert _quarantine(root) == set()
+    assert read_quarantine(root) == set()
     with pytest.raises(ValueError, match="val_videos='v.txt' applies to epic_kitchens only, not ava"):
         prepare_dataset("ava", out=tmp_path / "ava", val_videos="v.txt")
 
@@ -407,7 +386,7 @@ def test_epic_verified_in_place_keeps_the_synthetic_split(synthetic, tmp_path, c
 def test_epic_missing_labels_and_a_split_without_validation(synthetic, tmp_path, capsys):
     annotations, videos = _epic_download(synthetic, tmp_path / "dl")
     (annotations / "EPIC_train_action_labels.csv").rename(annotations / "labels.csv")
-    code, _, stderr = _main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
+    code, _, stderr = prepare_main(capsys, "epic_kitchens", "--annotations", str(annotations), "--videos", str(videos),
                             "--out", str(tmp_path / "o"))
     assert code == 2 and "lacks EPIC_train_action_labels.csv (Epic-Kitchens-55's action labels" in stderr
     # Only P02's one video left: the default cannot hold any out, and says what to pass instead.
