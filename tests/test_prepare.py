@@ -10,7 +10,7 @@ import pytest
 
 from conftest import prepare_main, read_manifest, read_quarantine, run_prepare_script
 from vthcl_lib.datasets import read_hmdb51_split, read_kinetics_csv, read_ucf101_split
-from vthcl_lib.prepare import PrepareError, main, prepare_dataset, short_side_size
+from vthcl_lib.prepare import PrepareError, prepare_dataset, short_side_size
 from vthcl_lib.video import probe, read_frames, write_video
 
 NUM_FRAMES = 20

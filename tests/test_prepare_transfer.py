@@ -20,7 +20,7 @@ from vthcl_lib.datasets import (
     read_ava_label_map,
     read_epic_action_labels,
 )
-from vthcl_lib.prepare import DEFAULT_SPLIT_RULE, LAYOUTS, PrepareError, main, prepare_dataset
+from vthcl_lib.prepare import DEFAULT_SPLIT_RULE, LAYOUTS, PrepareError, prepare_dataset
 from vthcl_lib.synthetic import MOTION_CLASSES, SHAPES
 from vthcl_lib.synthetic_transfer import ensure_transfer_sets
 from vthcl_lib.video import probe, read_frames, write_video
