@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+
+import pytest
+import torch
 
 from vthcl_lib import bench
 from vthcl_lib.config import resolve_config
+from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.synthetic import ensure_synthetic
 
 
@@ -40,3 +45,49 @@ def test_train_bench_reports_every_figure():
     report = bench.format_train_report({"preset": "ci", "batch_size": 8, "crop_size": 32, "levels": 3,
                                         "num_negatives": 16, "threads": 1, "step_seconds": step, "negatives": neg})
     assert "ratio VTHCL step / bare encoders" in report and "per_query" in report
+
+
+def test_clip_flops_on_meta_equal_a_real_forward():
+    cfg = resolve_config("ci")
+    counted = bench.clip_flops(cfg)
+    d = cfg.data
+    encoder = encoder_from_config(cfg.model, "slow")
+    clip = torch.randn(1, 3, d.window // d.tau, d.crop_size, d.crop_size)
+    with torch.no_grad():
+        real = bench._counted(lambda: encoder(clip))
+    assert counted["finetune"]["test"] == real > 0
+    # backward costs about twice the forward (less for the first layer, whose input needs no gradient)
+    assert 2 * real < counted["finetune"]["train"] < 3 * real
+    assert counted["anticipation"] == counted["finetune"]
+    assert counted["pretrain"]["train"] > counted["finetune"]["train"]  # two encoders and the heads
+    assert counted["pretrain"]["test"] == 0
+
+
+def test_training_budget_arithmetic(monkeypatch):
+    per_item = {job: {"train": 3e9, "test": 1e9} for job in ("pretrain", "finetune", "anticipation", "detection")}
+    per_item["pretrain"] = {"train": 6e9, "test": 0}
+    monkeypatch.setattr(bench, "clip_flops", lambda cfg: per_item)
+    cfg = resolve_config("paper_r18")
+    rows = {(r["job"], r["dataset"]): r for r in bench.training_budget(cfg, sustained_tflops=50.0)}
+    assert set(rows) == {("pretrain", "kinetics400"), ("finetune", "ucf101"), ("finetune", "hmdb51"),
+                         ("detection", "ava"), ("anticipation", "epic_kitchens")}
+    pre = rows[("pretrain", "kinetics400")]
+    assert pre["pflops"] == pytest.approx(6e9 * 240_403 * 200 / 1e15)
+    assert pre["gpu_hours"] == pytest.approx(6e9 * 240_403 * 200 / 50e12 / 3600)
+    assert pre["clips_per_s"] == pytest.approx(50e12 / 6e9)
+    ucf = rows[("finetune", "ucf101")]  # 100 epochs of 9,537 clips, then 10 clips per test video
+    assert ucf["pflops"] == pytest.approx((3e9 * 9_537 * 100 + 1e9 * 3_783 * 10) / 1e15)
+    ava = rows[("detection", "ava")]  # one clip per keyframe
+    assert ava["pflops"] == pytest.approx((3e9 * 210_795 * 24 + 1e9 * 57_408) / 1e15)
+
+
+def test_flops_cli_writes_rows_and_refuses_a_bad_rate(tmp_path, capsys):
+    out = tmp_path / "budget.json"
+    assert bench.main(["flops", "--preset", "ci", "--tflops", "50", "--json", str(out)]) == 0
+    assert "assumed sustained 50 TFLOP/s" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["sustained_tflops"] == 50 and len(record["jobs"]) == 5
+    assert all(r["pflops"] > 0 and r["gpu_hours"] > 0 for r in record["jobs"])
+    with pytest.raises(SystemExit):
+        bench.main(["flops", "--tflops", "0"])
+    assert "--tflops=0.0" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Benchmarks that print ratios measured in one run: ``python -m vthcl_lib.bench {data,train} [...]``.
+"""Benchmarks that print ratios measured in one run: ``python -m vthcl_lib.bench {data,train,flops} [...]``.
 
 Taught in notebooks ``01_tempo_sampling`` (decode once) and ``04_memory_bank`` (the cost of
 negatives). Tests never assert on wall-clock time; these numbers go to the README.
@@ -14,6 +14,11 @@ negatives). Tests never assert on wall-clock time; these numbers go to the READM
 * a whole VTHCL step (encoders, heads, every level's loss, backward, optimiser step, bank update)
   against the bare forward + backward of the two encoders;
 * shared against per-query negatives at the paper's B=256, N=16384, d=128: time and peak memory.
+
+``flops`` counts, without computing anything (meta tensors), the floating-point operations of every
+training job of a preset (forward + backward per training clip, forward per test clip, times the
+real datasets' sizes and the preset's epochs) and turns them into GPU hours at a *stated* sustained
+rate: an estimate to plan with until a GPU run measures clips/s (README, "The notebooks at full scale").
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ from vthcl_lib.config import Config, resolve_config
 from vthcl_lib.contrastive import HierarchicalContrast
 from vthcl_lib.engine import VTHCLNet, build_optimizer
 from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, read_kinetics_csv
+from vthcl_lib.detection import detection_encoder_overrides
+from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
 from vthcl_lib.transforms import augmentation_from_config
@@ -249,6 +256,97 @@ def format_train_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+# The real datasets' sizes (VTHCL_SPEC a.1, c.3-c.5; the standard split 1 lists): training items, test items.
+DATASET_SIZES = {
+    "kinetics400": (240_403, 0),  # the authors' copy; pre-training reads train only
+    "ucf101": (9_537, 3_783),
+    "hmdb51": (3_570, 1_530),
+    "ava": (235 * 897, 64 * 897),  # keyframes at 1 fps over 15 minutes (an upper bound: some are excluded)
+    "epic_kitchens": (23_439, 4_979),  # the anticipation split: 232 / 40 videos
+}
+
+
+def _counted(fn: Callable[[], torch.Tensor]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def clip_flops(cfg: Config) -> dict[str, dict[str, int]]:
+    """FLOPs per item of each job of ``cfg`` on meta tensors: ``{job: {"train": fwd+bwd, "test": fwd}}``.
+
+    A multiply-add counts as 2. Pre-training: the slow and fast clip through both encoders and every
+    head; fine-tuning and anticipation: one slow clip through the slow encoder (the linear or MLP
+    heads are negligible and left out); detection: the dilated slow encoder on the decode size.
+    """
+    d, det = cfg.data, cfg.detection
+    slow_t, fast_t, size = d.window // d.tau, d.alpha * d.window // d.tau, d.crop_size
+    det_hw = det.detection_decode_size or (size, size)
+
+    def fwd_bwd(model: torch.nn.Module, *inputs: torch.Tensor) -> int:
+        def run() -> None:
+            out = model(*inputs)
+            outs = [v for part in (out if isinstance(out, tuple) else (out,)) for v in part.values()]
+            sum(o.float().mean() for o in outs).backward()
+        return _counted(run)
+
+    def fwd(model: torch.nn.Module, x: torch.Tensor) -> int:
+        with torch.no_grad():
+            return _counted(lambda: model(x))
+
+    with torch.device("meta"):
+        net = VTHCLNet(cfg.model)
+        slow_encoder = encoder_from_config(cfg.model, "slow")
+        detection_encoder = encoder_from_config(cfg.model, "slow", **detection_encoder_overrides(cfg))
+        slow = torch.randn(1, 3, slow_t, size, size)
+        fast = torch.randn(1, 3, fast_t, size, size)
+        det_clip = torch.randn(1, 3, slow_t, *det_hw)
+    pretrain = fwd_bwd(net, slow, fast)
+    recognition = {"train": fwd_bwd(slow_encoder, slow), "test": fwd(slow_encoder, slow)}
+    return {"pretrain": {"train": pretrain, "test": 0}, "finetune": recognition, "anticipation": recognition,
+            "detection": {"train": fwd_bwd(detection_encoder, det_clip), "test": fwd(detection_encoder, det_clip)}}
+
+
+def training_budget(cfg: Config, *, sustained_tflops: float = 100.0) -> list[dict[str, object]]:
+    """One row per job: items, epochs, total PFLOPs and GPU hours at ``sustained_tflops`` (an assumption).
+
+    ``clips_per_s`` is what the data loader must deliver per GPU for that rate to hold. Test clips:
+    ``data.num_test_clips`` per video for recognition, one clip per keyframe or segment otherwise.
+    """
+    per_item = clip_flops(cfg)
+    jobs = [("pretrain", cfg.data.pretrain_dataset, cfg.train.epochs, 1),
+            ("finetune", "ucf101", cfg.finetune.finetune_epochs, cfg.data.num_test_clips),
+            ("finetune", "hmdb51", cfg.finetune.finetune_epochs, cfg.data.num_test_clips),
+            ("detection", "ava", cfg.detection.detection_epochs, 1),
+            ("anticipation", "epic_kitchens", cfg.anticipation.anticipation_epochs, 1)]
+    rows = []
+    for job, dataset, epochs, test_clips in jobs:
+        train_items, test_items = DATASET_SIZES[dataset]
+        flops = per_item[job]["train"] * train_items * epochs + per_item[job]["test"] * test_items * test_clips
+        seconds = flops / (sustained_tflops * 1e12)
+        rows.append({"job": job, "dataset": dataset, "train_items": train_items, "epochs": epochs,
+                     "gflops_per_train_item": per_item[job]["train"] / 1e9, "pflops": flops / 1e15,
+                     "gpu_hours": seconds / 3600,
+                     "clips_per_s": sustained_tflops * 1e12 / per_item[job]["train"]})
+    return rows
+
+
+def format_budget_report(preset: str, rows: list[dict], sustained_tflops: float) -> str:
+    lines = [f"training budget: preset={preset}, at an assumed sustained {sustained_tflops:g} TFLOP/s per GPU "
+             "(counted FLOPs, not a measurement)",
+             f"  {'job':<13}{'dataset':<15}{'items':>9}{'epochs':>7}{'GFLOP/item':>12}{'PFLOP':>10}"
+             f"{'GPU h':>9}{'clips/s':>9}"]
+    for r in rows:
+        lines.append(f"  {r['job']:<13}{r['dataset']:<15}{r['train_items']:>9,}{r['epochs']:>7}"
+                     f"{r['gflops_per_train_item']:>12.1f}{r['pflops']:>10.0f}{r['gpu_hours']:>9.1f}{r['clips_per_s']:>9.0f}")
+    lines.append(f"  total {sum(r['gpu_hours'] for r in rows):.1f} GPU hours; clips/s is what the loader must "
+                 "deliver per GPU to keep that rate")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vthcl_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -261,7 +359,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     train = sub.add_parser("train", help="a VTHCL step against the bare encoders; shared vs per-query negatives")
     train.add_argument("--preset", default="demo")
     train.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    flops = sub.add_parser("flops", help="counted FLOPs of every training job, and GPU hours at a stated rate")
+    flops.add_argument("--preset", default="paper_r18")
+    flops.add_argument("--tflops", type=float, default=100.0, help="assumed sustained TFLOP/s per GPU")
+    flops.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    if args.what == "flops":
+        if args.tflops <= 0:
+            parser.error(f"--tflops={args.tflops}; expected a positive rate")
+        rows = training_budget(resolve_config(args.preset), sustained_tflops=args.tflops)
+        print(format_budget_report(args.preset, rows, args.tflops))
+        if args.json:
+            write_json_atomic(args.json, {"preset": args.preset, "sustained_tflops": args.tflops, "jobs": rows})
+        return 0
     if args.what == "train":
         result = run_train_bench(resolve_config(args.preset))
         print(format_train_report(result))
