@@ -13,6 +13,7 @@ from vthcl_lib.ablation import (
     point_name,
     point_run_root,
     score_point,
+    trend,
 )
 from vthcl_lib.config import resolve_config
 from vthcl_lib.synthetic import ensure_synthetic
@@ -48,3 +49,29 @@ def test_score_point_pretrains_once_and_scores_both_protocols(tmp_path):
     assert again[0]["top1"] == rows[1]["top1"]  # and the same fine-tuning result
     with pytest.raises(ValueError, match="knn"):
         score_point(cfg, 1, 1, 0, protocols=("knn",), **kwargs)
+
+
+def _rows(points_scores, protocol="finetune"):
+    return [{"alpha": a, "levels": d, "seed": s, "protocol": protocol, "top1": t / 100}
+            for (a, d), scores in points_scores.items() for s, t in enumerate(scores)]
+
+
+def test_trend_reads_the_gap_against_the_seeds_noise():
+    rows = _rows({(1, 1): [50, 52, 54], (2, 1): [55, 56, 57], (4, 1): [60, 61, 62]})
+    out = trend(rows, TABLE_2A, "finetune", paper_gap=1.8)
+    assert out["means"] == pytest.approx([52, 56, 61])
+    assert out["gap"] == pytest.approx(9.0)
+    # standard errors: sd 2 / sqrt 3 and sd 1 / sqrt 3; noise is twice the s.e. of the difference
+    assert out["noise"] == pytest.approx(2 * ((4 / 3) + (1 / 3)) ** 0.5)
+    assert out["monotone"] and out["verdict"] == "same direction" and out["seeds"] == 3
+    assert trend(rows, TABLE_2A, "finetune", paper_gap=-1.0)["verdict"] == "opposite direction"
+
+
+def test_trend_calls_a_small_gap_noise_and_sees_a_non_monotone_path():
+    rows = _rows({(2, 1): [50, 60, 55], (2, 2): [40, 41, 42], (2, 3): [56, 50, 62]})
+    out = trend(rows, TABLE_2B, "finetune", paper_gap=1.1)
+    assert out["gap"] == pytest.approx(1.0) and out["verdict"] == "within noise" and not out["monotone"]
+    one_seed = _rows({(2, 1): [50], (2, 2): [40], (2, 3): [70]})
+    assert trend(one_seed, TABLE_2B, "finetune", paper_gap=1.1)["verdict"] == "too few seeds"
+    with pytest.raises(ValueError, match="no 'linear' rows for alpha=2, D=1"):
+        trend(rows, TABLE_2B, "linear", paper_gap=1.1)

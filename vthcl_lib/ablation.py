@@ -81,3 +81,43 @@ def score_point(cfg: Config, alpha: int, levels: int, seed: int, *, pretrain_roo
         record = finetune(cfg, encoder, dataset=dataset, split=split, seed=seed, progress=progress)
         rows.append({**common, "protocol": "finetune", "top1": record["top1"]})
     return rows
+
+
+def trend(rows: Sequence[dict[str, Any]], points: Sequence[tuple[int, int]], protocol: str,
+          paper_gap: float) -> dict[str, Any]:
+    """Whether our scores along ``points`` move like the paper's: the first-to-last gap against the seeds' noise.
+
+    Notebook ``11_ablations``. ``rows`` are :func:`score_point` rows; ``paper_gap`` is the paper's
+    last-minus-first difference (points). Returns per-point ``means`` (in %), ``gap`` (last minus
+    first, in points), ``noise`` (twice the standard error of that difference, from the per-seed
+    spread), ``monotone`` (the means never step against the gap), and ``verdict``: ``"too few seeds"``
+    when an end point has fewer than two (no noise estimate), ``"within noise"`` when ``|gap| <= noise``,
+    else ``"same direction"`` or ``"opposite direction"`` as the paper.
+    """
+    values = []
+    for alpha, levels in points:
+        v = [100 * r["top1"] for r in rows
+             if r["protocol"] == protocol and r["alpha"] == alpha and r["levels"] == levels]
+        if not v:
+            raise ValueError(f"no {protocol!r} rows for alpha={alpha}, D={levels}; score that point first")
+        values.append(v)
+    means = [sum(v) / len(v) for v in values]
+
+    def sem2(v: list[float]) -> float:  # squared standard error of a mean (0 with one seed)
+        if len(v) < 2:
+            return 0.0
+        m = sum(v) / len(v)
+        return sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v)
+
+    gap = means[-1] - means[0]
+    noise = 2.0 * (sem2(values[0]) + sem2(values[-1])) ** 0.5
+    steps = [b - a for a, b in zip(means, means[1:])]
+    monotone = all(s * gap >= 0 for s in steps)
+    if min(len(values[0]), len(values[-1])) < 2:
+        verdict = "too few seeds"
+    elif abs(gap) <= noise or gap == 0:
+        verdict = "within noise"
+    else:
+        verdict = "same direction" if gap * paper_gap > 0 else "opposite direction"
+    return {"protocol": protocol, "means": means, "gap": gap, "noise": noise, "monotone": monotone,
+            "paper_gap": float(paper_gap), "verdict": verdict, "seeds": min(len(v) for v in values)}
