@@ -13,7 +13,7 @@ DOWNSTREAM_NOTEBOOKS := 06_action_recognition 07_linear_probe_and_retrieval
 TRANSFER_NOTEBOOKS := 08_action_detection 09_action_anticipation
 DEMO_SEEDS := [0, 1, 2]
 
-.PHONY: demo demo-transfer test venv bench clean-data
+.PHONY: demo demo-transfer demo-ablations demo-report test venv bench clean-data
 
 venv: $(STAMP)
 
@@ -53,6 +53,25 @@ demo-transfer: $(STAMP)
 	    -y "SEEDS: $(DEMO_SEEDS)" || exit 1; \
 	done
 
+# The paper's Table 2 at the demo preset (about 1.5 hours on 2 cores after `make demo`, whose pre-trainings
+# are the point alpha=2, D=3): 4 more points x 3 seeds pre-trained under runs/demo/ablations/ (each resumes
+# from its last checkpoint when interrupted), every (point, seed) scored by the linear probe and fine-tuning.
+demo-ablations: $(STAMP)
+	$(BIN)/python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2
+	mkdir -p $(DEMO_RUN)
+	$(PAPERMILL) notebooks/11_ablations.ipynb $(DEMO_RUN)/11_ablations.ipynb -p RUN_DIR ../$(DEMO_RUN)/11_ablations \
+	  -y "SEEDS: $(DEMO_SEEDS)"
+
+# The Instance Correspondence Maps (notebook 10, about 8 minutes the first time: it pre-trains its ICM
+# model) and the report of every metrics.json under runs/demo beside the paper's tables (notebook 12).
+demo-report: $(STAMP)
+	$(BIN)/python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2
+	mkdir -p $(DEMO_RUN)
+	$(PAPERMILL) notebooks/10_instance_correspondence_map.ipynb $(DEMO_RUN)/10_instance_correspondence_map.ipynb \
+	  -p RUN_DIR ../$(DEMO_RUN)/10_instance_correspondence_map
+	$(PAPERMILL) notebooks/12_results_report.ipynb $(DEMO_RUN)/12_results_report.ipynb \
+	  -p RUN_DIR ../$(DEMO_RUN)/12_results_report -p RUNS_ROOT ../$(DEMO_RUN)
+
 # Library tests, then every notebook headless at the ci preset (collected by glob).
 test: $(STAMP)
 	VTHCL_PRESET=ci $(BIN)/python -m pytest -q tests
@@ -61,6 +80,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m vthcl_lib.bench data --data-root data/synthetic/demo --json runs/demo/bench_data.json
 	$(BIN)/python -m vthcl_lib.bench train --preset demo --json runs/demo/bench_train.json
+	$(BIN)/python -m vthcl_lib.bench flops --preset paper_r18 --json runs/demo/bench_flops_paper_r18.json
+	$(BIN)/python -m vthcl_lib.bench flops --preset paper_r50 --json runs/demo/bench_flops_paper_r50.json
 
 clean-data:
 	rm -rf data/synthetic runs
