@@ -62,8 +62,8 @@ demo-ablations: $(STAMP)
 	$(PAPERMILL) notebooks/11_ablations.ipynb $(DEMO_RUN)/11_ablations.ipynb -p RUN_DIR ../$(DEMO_RUN)/11_ablations \
 	  -y "SEEDS: $(DEMO_SEEDS)"
 
-# The Instance Correspondence Maps (notebook 10, about 8 minutes the first time: it pre-trains its ICM
-# model) and the report of every metrics.json under runs/demo beside the paper's tables (notebook 12).
+# The Instance Correspondence Maps (notebook 10, about 15 minutes the first time: it pre-trains the ICM
+# model and a three-level model with linear heads) and the report of every metrics.json under runs/demo beside the paper's tables (notebook 12).
 demo-report: $(STAMP)
 	$(BIN)/python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2
 	mkdir -p $(DEMO_RUN)

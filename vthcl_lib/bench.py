@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from vthcl_lib.cache import FrameCache
 from vthcl_lib.config import Config, resolve_config
@@ -266,9 +267,7 @@ DATASET_SIZES = {
 }
 
 
-def _counted(fn: Callable[[], torch.Tensor]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _counted(fn: Callable[[], object]) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
