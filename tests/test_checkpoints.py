@@ -266,8 +266,9 @@ def test_published_slowfast_key_lists_give_the_slow_pathway(name):
 def test_published_mmaction2_r18_differs_from_ours_only_in_inflated_second_convs():
     unpacked, mapped, ours = _published("mmaction2_slowonly_r18", depth=18)
     assert unpacked.source_format == FORMAT_MMACTION2 and mapped.keys() == ours.keys()
-    assert {k: (mapped[k], ours[k]) for k in ours if mapped[k] != ours[k]} == {
-        f"res{s}.{b}.conv_b.weight": ((w, w, 3, 3, 3), (w, w, 1, 3, 3)) for s, w in ((4, 256), (5, 512)) for b in (0, 1)}
+    inflated = {f"res{s}.{b}.conv_b.weight": ((w, w, 3, 3, 3), (w, w, 1, 3, 3))
+                for s, w in ((4, 256), (5, 512)) for b in (0, 1)}
+    assert {k: (mapped[k], ours[k]) for k in ours if mapped[k] != ours[k]} == inflated
 
 
 def test_mmaction2_slowonly_r50_loads_318_of_318_and_computes_what_the_source_network_computes(tmp_path):

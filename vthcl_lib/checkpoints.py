@@ -14,7 +14,9 @@ code while unpickling) is refused, naming the object.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import pickle
@@ -67,15 +69,19 @@ _ABC = {"a": "_a", "b": "_b", "c": "_c", "1": "_a", "2": "_b", "3": "_c"}
 
 # What our own checkpoints hold besides tensors and containers: the engine stores numpy's RNG state
 # (an ndarray of uint32) and may store numpy scalars; nothing else is allowed to unpickle.
-_SAFE_NUMPY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), type(np.dtype(np.float64)),
-               type(np.dtype(np.int64)), type(np.dtype(np.float32))]
-for _module in ("numpy._core.multiarray", "numpy.core.multiarray"):
-    try:
-        _mod = __import__(_module, fromlist=["_reconstruct", "scalar"])
-        _SAFE_NUMPY += [_mod._reconstruct, _mod.scalar]
-        break
-    except (ImportError, AttributeError):  # numpy 1.x names it numpy.core, numpy 2.x numpy._core
-        continue
+def _numpy_globals() -> list[Any]:
+    found: list[Any] = [np.ndarray, np.dtype]
+    found += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float32, np.float64)]
+    for name in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2.x, then 1.x
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return found + [module._reconstruct, module.scalar]
+    return found
+
+
+_SAFE_GLOBALS = _numpy_globals()
 
 
 @dataclass
@@ -306,8 +312,9 @@ def _read(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with the numpy types our own checkpoints need allow-listed."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5; older ones allow less
     try:
-        with torch.serialization.safe_globals(_SAFE_NUMPY):
+        with allow(_SAFE_GLOBALS) if allow else contextlib.nullcontext():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if re.search(r"GLOBAL [\w.]+|Unsupported global", str(err)):
@@ -480,7 +487,8 @@ def load_slow_encoder(path: str | os.PathLike, *, model_cfg: ModelConfig | None 
     for name, value in unpacked.state.items():
         if name not in model_state:
             unexpected.append(name)
-            surplus.append(name)  # an encoder tensor (our name space) the model has no place for
+            if re.match(r"(stem|res[2-5])\.", name):
+                surplus.append(name)  # an encoder tensor (our name space) the model has no place for
         elif tuple(value.shape) != tuple(model_state[name].shape):
             fitted, note = _adapt(name, value, model_state[name].shape, unpacked.slowfast)
             if fitted is None:
