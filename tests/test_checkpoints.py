@@ -460,3 +460,11 @@ def test_a_file_that_needs_arbitrary_pickles_is_refused_and_never_runs(tmp_path)
     message = str(err.value)
     assert "downloaded.pth" in message and "mkdir" in message and "run code" in message
     assert not marker.exists()
+
+
+def test_the_allow_list_is_only_what_our_checkpoints_need(tmp_path):
+    path = tmp_path / "stats.pt"  # a float64 numpy array: not in our checkpoints, so not allow-listed
+    torch.save({"state_dict": _randomised(18).state_dict(), "stats": np.zeros(3)}, path)
+    with pytest.raises(ValueError, match=r"stats\.pt.*Float64DType"):
+        load_slow_encoder(path)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path)  # the file does need globals

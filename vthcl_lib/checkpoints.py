@@ -67,17 +67,16 @@ _PTV_BRANCH2_RE = re.compile(r"^blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.(co
 _PTV_BRANCH1_RE = re.compile(r"^blocks\.([1-4])\.res_blocks\.(\d+)\.branch1_(conv|norm)\.(.+)$")
 _ABC = {"a": "_a", "b": "_b", "c": "_c", "1": "_a", "2": "_b", "3": "_c"}
 
-# What our own checkpoints hold besides tensors and containers: the engine stores numpy's RNG state
-# (an ndarray of uint32) and may store numpy scalars; nothing else is allowed to unpickle.
+# What our own checkpoints hold besides tensors and containers: the engine's last.pt stores numpy's RNG
+# state, an ndarray of uint32 (torch.serialization.get_unsafe_globals_in_checkpoint lists its globals).
+# Nothing else is allowed to unpickle.
 def _numpy_globals() -> list[Any]:
-    found: list[Any] = [np.ndarray, np.dtype]
-    found += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float32, np.float64)]
+    found: list[Any] = [np.ndarray, np.dtype, type(np.dtype(np.uint32))]
     for name in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2.x, then 1.x
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            return found + [importlib.import_module(name)._reconstruct]
+        except (ImportError, AttributeError):
             continue
-        return found + [module._reconstruct, module.scalar]
     return found
 
 
@@ -304,7 +303,8 @@ def _map_external(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
 def _offending_global(err: Exception) -> str:
     """The global the safe unpickler refused, as its message names it (``GLOBAL module.name``)."""
     text = str(err)
-    m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+    m = (re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+         or re.search(r"got <class '([\w.]+)'>", text))
     return m[1] if m else text.splitlines()[0] if text else type(err).__name__
 
 
@@ -317,7 +317,7 @@ def _read(path: Path) -> Any:
         with allow(_SAFE_GLOBALS) if allow else contextlib.nullcontext():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if re.search(r"GLOBAL [\w.]+|Unsupported global", str(err)):
+        if re.search(r"GLOBAL [\w.]+|Unsupported global|got <class ", str(err)):
             raise ValueError(
                 f"'{path}' was refused: unpickling it needs the Python object '{_offending_global(err)}', and "
                 "loading arbitrary objects can run code. Only tensors, containers of them and plain values are "
