@@ -336,6 +336,15 @@ def test_slowfast_slow_pathway_loads_with_laterals_ignored_and_reported(tmp_path
         assert theirs.shape[1] > loaded.shape[1]  # [slow | lateral] input channels in the file
         assert torch.equal(loaded, theirs[:, : loaded.shape[1]])  # slow channels come first
     assert "ADAPTED" in str(report) and "lateral" in str(report)
+    if kind == "mmaction2":  # the loaded encoder is mmaction2's slow path fed zero lateral input
+        path, x = source.backbone.slow_path, torch.randn(1, 3, 4, 32, 32)
+        with torch.no_grad():
+            y = path.maxpool(path.conv1(x))
+            for i in range(1, 5):  # every layer reads [slow | lateral], the lateral 2 C / channel_ratio 8 wide
+                lateral = torch.zeros(y.shape[0], y.shape[1] // 4, *y.shape[2:])
+                y = getattr(path, f"layer{i}")(torch.cat([y, lateral], dim=1))
+            # the same sums plus zero terms; the wider convs block their sums differently: equal to rounding
+            torch.testing.assert_close(encoder.eval()(x)["res5"], y, rtol=1e-5, atol=1e-6)
 
 
 def test_partial_external_file_is_refused_unless_allowed(tmp_path):
