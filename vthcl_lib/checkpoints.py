@@ -510,9 +510,10 @@ def load_slow_encoder(path: str | os.PathLike, *, model_cfg: ModelConfig | None 
     if strict and not report.clean:
         raise ValueError(f"strict load of '{path}' failed:\n{report}")
     if not allow_partial and (not report.complete or surplus):
-        problems = []
-        if report.missing:
-            problems.append(f"{len(report.missing)} encoder tensors missing (e.g. {report.missing[:4]})")
+        problems, other_shape = [], {name for name, _, _ in report.mismatched}
+        absent = [k for k in report.missing if k not in other_shape]
+        if absent:
+            problems.append(f"{len(absent)} encoder tensors missing (e.g. {absent[:4]})")
         if report.mismatched:
             shapes = "; ".join(f"{n}: file {tuple(a)} vs model {tuple(b)}" for n, a, b in report.mismatched[:6])
             problems.append(f"{len(report.mismatched)} of another shape ({shapes})")
