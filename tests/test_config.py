@@ -153,3 +153,23 @@ def test_every_training_notebook_has_paper_parameter_files_it_accepts(preset):
         assert params["PRESET"] == preset and params["DEVICE"] == "cuda"
         assert resolve_config(preset, seed=params["SEED"]).preset == preset
         assert str(params.get("RUN_DIR", "")).startswith(f"../runs/{preset}/")  # papermill runs in notebooks/
+
+
+def test_config_table_shows_the_run_and_only_the_named_sections():
+    from dataclasses import fields
+
+    from vthcl_lib.config import config_table
+
+    cfg = resolve_config("ci", alpha=4, seed=3)
+    table = config_table(cfg, ["data", "contrast"])
+    assert list(table.index.get_level_values("section").unique()) == ["run", "data", "contrast"]
+    assert table.loc[("run", "seed"), "value"] == "3" and table.loc[("run", "preset"), "value"] == "ci"
+    assert table.loc[("data", "alpha"), "value"] == "4"
+    assert table.loc[("data", "decode_size"), "value"] == "(32, 32)"  # tuples print as written
+    assert table.loc[("data", "cache_dir"), "value"] == "None"
+    assert len(table) == 4 + len(fields(cfg.data)) + len(fields(cfg.contrast))  # preset, seed, device, run_dir
+    assert len(table) < len(str(cfg).splitlines()) / 2  # compact next to print(cfg)
+    assert list(config_table(cfg).index.get_level_values("section").unique()) == ["run"]
+    for bad in (["dataa"], "data"):
+        with pytest.raises(ValueError, match="sections=.*expected a list of sections among data, synthetic"):
+            config_table(cfg, bad)

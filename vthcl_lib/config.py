@@ -536,3 +536,25 @@ def config_from_params(params: Mapping[str, Any], *, base_dir: str | os.PathLike
     preset = params.pop("preset", None) or "demo"
     notebook_only = {"interactive"}  # notebook display knobs, not config fields
     return resolve_config(preset, base_dir=base_dir, **{k: v for k, v in params.items() if k not in notebook_only})
+
+
+def config_table(cfg: Config, sections: typing.Sequence[str] = ()) -> Any:
+    """A compact view of ``cfg``: the run-level settings, then only the named ``sections``.
+
+    Every notebook shows this in its third cell instead of the whole configuration (about 190
+    lines); :func:`vthcl_lib.runs.save_config` keeps the whole of it in ``<run_dir>/config.json``.
+    A pandas DataFrame, one row per setting, indexed by (section, name); notebook ``00_setup_and_data``.
+    """
+    import pandas as pd
+
+    known = _sections(cfg)
+    unknown = [name for name in sections if name not in known]
+    if isinstance(sections, str) or unknown:
+        raise ValueError(f"config_table sections={sections!r}; expected a list of sections among "
+                         f"{', '.join(known)}")
+    rows = [("run", f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name not in known]
+    rows += [(name, f.name, getattr(known[name], f.name)) for name in sections for f in fields(known[name])]
+    table = pd.DataFrame(rows, columns=["section", "name", "value"])
+    # str, so that tuples, None and paths print the same in a log and in JupyterLab
+    table["value"] = table["value"].map(lambda v: v if isinstance(v, str) else repr(v))
+    return table.set_index(["section", "name"])
