@@ -23,6 +23,7 @@ rate: an estimate to plan with until a GPU run measures clips/s (README, "The no
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -41,7 +43,7 @@ from vthcl_lib.config import Config, resolve_config
 from vthcl_lib.contrastive import HierarchicalContrast
 from vthcl_lib.engine import VTHCLNet, build_optimizer
 from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, read_kinetics_csv
-from vthcl_lib.detection import detection_encoder_overrides
+from vthcl_lib.detection import box_iou, detection_encoder_overrides
 from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
@@ -344,6 +346,61 @@ def format_budget_report(preset: str, rows: list[dict], sustained_tflops: float)
     lines.append(f"  total {sum(r['gpu_hours'] for r in rows):.1f} GPU hours; clips/s is what the loader must "
                  "deliver per GPU to keep that rate")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ metrics: the official AVA rule, sparse Epic top-k
+
+def frame_ap_before(detections, ground_truth, *, iou_threshold: float = 0.5) -> dict:
+    """The frame AP the library had before the official rule, kept here only to be measured against.
+
+    Per class, detections in descending score each took the UNMATCHED ground-truth box of highest
+    IoU (one ``box_iou`` call per detection, in Python); stable descending sort for the AP.
+    """
+    gt_by_class: dict = defaultdict(lambda: defaultdict(list))
+    for frame, box, cls in ground_truth:
+        gt_by_class[int(cls)][frame].append(box)
+    per_class = {}
+    for cls, frames in sorted(gt_by_class.items()):
+        gt_boxes = {f: torch.as_tensor(np.asarray(b, dtype=np.float32)).reshape(-1, 4) for f, b in frames.items()}
+        used = {f: np.zeros(len(b), dtype=bool) for f, b in gt_boxes.items()}
+        dets = sorted((d for d in detections if int(d[2]) == cls), key=lambda d: -float(d[3]))
+        scores, hits = [], []
+        for frame, box, _, score in dets:
+            hit = False
+            if frame in gt_boxes:
+                iou = box_iou(torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(1, 4), gt_boxes[frame])[0].numpy()
+                iou = np.where(used[frame], -1.0, iou)
+                best = int(iou.argmax())
+                if iou[best] >= iou_threshold:
+                    used[frame][best], hit = True, True
+            scores.append(float(score))
+            hits.append(hit)
+        order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+        flags = np.asarray(hits, dtype=bool)[order]
+        if flags.size == 0:
+            per_class[cls] = 0.0
+            continue
+        tp = np.cumsum(flags)
+        precision = np.concatenate([[0.0], tp / np.arange(1, len(flags) + 1), [0.0]])
+        recall = np.concatenate([[0.0], tp / sum(len(b) for b in gt_boxes.values()), [tp[-1] / sum(len(b) for b in gt_boxes.values())]])
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        changes = np.nonzero(recall[1:] != recall[:-1])[0] + 1
+        per_class[cls] = float(np.sum((recall[changes] - recall[changes - 1]) * precision[changes]))
+    return {"mAP": float(np.mean(list(per_class.values()))) if per_class else 0.0, "per_class": per_class}
+
+
+def anticipation_metrics_before(verb_logits: torch.Tensor, noun_logits: torch.Tensor, verbs: torch.Tensor,
+                                nouns: torch.Tensor, *, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """The Epic top-k the library had before: a dense ``[B, V * N]`` action matrix, then ``topk``."""
+    dense = (F.log_softmax(verb_logits.float(), dim=1)[:, :, None]
+             + F.log_softmax(noun_logits.float(), dim=1)[:, None, :]).flatten(1)
+    actions = verbs * noun_logits.shape[1] + nouns
+    out = {}
+    for name, scores, labels in (("verb", verb_logits, verbs), ("noun", noun_logits, nouns), ("action", dense, actions)):
+        for k in ks:
+            top = scores.topk(min(int(k), scores.shape[1]), dim=1).indices
+            out[f"{name}_top{k}"] = float((top == labels.reshape(-1, 1)).any(dim=1).float().mean())
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,57 +109,188 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
-def average_precision(scores: Sequence[float], is_hit: Sequence[bool], num_ground_truth: int) -> float:
-    """Area under the precision-recall curve with monotone precision (VOC 2010+; notebook ``08_action_detection``)."""
-    if num_ground_truth < 1:
-        raise ValueError(f"num_ground_truth={num_ground_truth}; expected >= 1")
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    hits = np.asarray(is_hit, dtype=bool)[order]
-    if hits.size == 0:
+def _voc_ap(scores: np.ndarray, is_hit: np.ndarray, num_ground_truth: int) -> float:
+    """The AVA code's ``compute_precision_recall`` + ``compute_average_precision`` (VOC, all points)."""
+    if scores.size == 0:
         return 0.0
-    tp = np.cumsum(hits)
-    precision = tp / np.arange(1, len(hits) + 1)
-    recall = tp / num_ground_truth
-    precision = np.concatenate([[0.0], precision, [0.0]])
-    recall = np.concatenate([[0.0], recall, [recall[-1]]])
+    # np.argsort reversed, not a stable descending sort: the official order among tied scores
+    hits = is_hit[np.argsort(scores)[::-1]].astype(np.int64)
+    tp, fp = np.cumsum(hits), np.cumsum(1 - hits)
+    precision = np.concatenate([[0.0], tp.astype(float) / (tp + fp), [0.0]])
+    recall = np.concatenate([[0.0], tp.astype(float) / num_ground_truth, [1.0]])
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # each precision: the best at any higher recall
     changes = np.nonzero(recall[1:] != recall[:-1])[0] + 1
     return float(np.sum((recall[changes] - recall[changes - 1]) * precision[changes]))
 
 
-def frame_ap(detections: Sequence[tuple[Hashable, Any, int, float]], ground_truth: Sequence[tuple[Hashable, Any, int]],
-             *, iou_threshold: float = 0.5) -> dict[str, Any]:
-    """Frame-level AP per class and their mean, as the AVA protocol computes them.
+def average_precision(scores: Sequence[float], is_hit: Sequence[bool], num_ground_truth: int) -> float:
+    """Area under the precision-recall curve with monotone precision (VOC 2010+; notebook ``08_action_detection``).
 
-    Notebook ``08_action_detection``. ``detections``: ``(frame_id, box, class_id, score)``;
-    ``ground_truth``: ``(frame_id, box, class_id)``; boxes ``(x1, y1, x2, y2)``. Per class, the
-    detections in descending score each take the unmatched ground-truth box of their frame with the
-    highest IoU if it reaches ``iou_threshold`` (a hit), else count as false positives. Returns
-    ``{"mAP", "per_class": {class_id: AP}}`` over classes with ground truth (detections of other
-    classes are ignored, as in the AVA code).
+    Every detection is a point of the curve (no 11-point sampling); tied scores are ordered as
+    the AVA evaluation code orders them (``np.argsort`` reversed).
     """
-    gt_by_class: dict[int, dict[Hashable, list]] = defaultdict(lambda: defaultdict(list))
-    for frame, box, cls in ground_truth:
-        gt_by_class[int(cls)][frame].append(box)
-    per_class = {}
-    for cls, frames in sorted(gt_by_class.items()):
-        gt_boxes = {f: torch.as_tensor(np.asarray(b, dtype=np.float32)).reshape(-1, 4) for f, b in frames.items()}
-        used = {f: np.zeros(len(b), dtype=bool) for f, b in gt_boxes.items()}
-        dets = sorted((d for d in detections if int(d[2]) == cls), key=lambda d: -float(d[3]))
-        scores, hits = [], []
-        for frame, box, _, score in dets:
-            hit = False
-            if frame in gt_boxes:
-                iou = box_iou(torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(1, 4), gt_boxes[frame])[0].numpy()
-                iou = np.where(used[frame], -1.0, iou)
-                best = int(iou.argmax())
-                if iou[best] >= iou_threshold:
-                    used[frame][best], hit = True, True
-            scores.append(float(score))
-            hits.append(hit)
-        per_class[cls] = average_precision(scores, hits, sum(len(b) for b in gt_boxes.values()))
+    if num_ground_truth < 1:
+        raise ValueError(f"num_ground_truth={num_ground_truth}; expected >= 1")
+    scores_arr, hits = np.asarray(scores, dtype=np.float64).reshape(-1), np.asarray(is_hit, dtype=bool).reshape(-1)
+    if scores_arr.shape != hits.shape:
+        raise ValueError(f"scores has {scores_arr.size} entries and is_hit {hits.size}; expected the same number")
+    if hits.sum() > num_ground_truth:
+        raise ValueError(f"{int(hits.sum())} hits for num_ground_truth={num_ground_truth}; expected at most that many")
+    return _voc_ap(scores_arr, hits, int(num_ground_truth))
+
+
+def _frame_codes(frames: np.ndarray) -> np.ndarray:
+    """Frame ids as 0..F-1 numbered by first appearance (the order the AVA code adds keyframes in)."""
+    _, first, inverse = np.unique(frames, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def _as_array(value: Any, name: str, dtype: Any, shape_tail: tuple[int, ...], length: int | None) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: expected numbers ({err})") from None
+    if arr.ndim != 1 + len(shape_tail) or arr.shape[1:] != shape_tail or (length is not None and len(arr) != length):
+        want = f"[{length if length is not None else 'K'}{''.join(f', {t}' for t in shape_tail)}]"
+        raise ValueError(f"{name} has shape {arr.shape}; expected {want}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return arr
+
+
+def _pair_iou(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU of row i of ``det`` with row i of ``gt``: float64, the AVA code's formula (no +1, no clamping)."""
+    inter = (np.maximum(0.0, np.minimum(det[:, 3], gt[:, 3]) - np.maximum(det[:, 1], gt[:, 1]))
+             * np.maximum(0.0, np.minimum(det[:, 2], gt[:, 2]) - np.maximum(det[:, 0], gt[:, 0])))
+    area_det = (det[:, 3] - det[:, 1]) * (det[:, 2] - det[:, 0])
+    area_gt = (gt[:, 3] - gt[:, 1]) * (gt[:, 2] - gt[:, 0])
+    return inter / (area_det + area_gt - inter)
+
+
+def match_detections(det_keys: np.ndarray, det_boxes: np.ndarray, gt_keys: np.ndarray, gt_boxes: np.ndarray, *,
+                     iou_threshold: float = 0.5, max_pairs: int = 1 << 22) -> np.ndarray:
+    """True-positive flags of detections under the AVA evaluator's matching rule (notebook ``08_action_detection``).
+
+    ``det_keys`` / ``gt_keys`` are one integer per box naming its (class, keyframe) group; the
+    detections must already be in processing order (within a group: descending score) and the
+    ground truth sorted by key. A detection takes the ground-truth box of its group with the
+    highest IoU among ALL of them (the first on ties); it is a hit if that IoU reaches
+    ``iou_threshold`` and no earlier detection took the same box, otherwise a false positive -- even
+    when another, free box would have overlapped enough (``per_image_evaluation.py``,
+    ``_compute_tp_fp_for_single_class``). As the rule never looks at which boxes are free, a hit is
+    exactly the first detection whose best box is that box: no sequential loop is needed. IoUs are
+    computed for every (detection, box of its group) pair at once, ``max_pairs`` at a time.
+    """
+    start = np.searchsorted(gt_keys, det_keys, side="left")
+    count = np.searchsorted(gt_keys, det_keys, side="right") - start
+    best_iou = np.full(len(det_keys), -1.0)
+    best_gt = np.full(len(det_keys), -1, dtype=np.int64)
+    cum = np.cumsum(count)
+    first = 0
+    while first < len(det_keys):
+        # the chunk ends where its pairs pass max_pairs (at least one detection, so it always advances)
+        done = cum[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(cum, done + max_pairs, side="right")))
+        idx = np.arange(first, last)
+        idx = idx[count[idx] > 0]
+        first = last
+        if not len(idx):
+            continue
+        n = count[idx]
+        seg = np.concatenate([[0], np.cumsum(n)[:-1]])
+        gt_idx = np.repeat(start[idx], n) + np.arange(int(n.sum())) - np.repeat(seg, n)
+        iou = _pair_iou(np.repeat(det_boxes[idx], n, axis=0), gt_boxes[gt_idx])
+        top = np.maximum.reduceat(iou, seg)
+        position = np.where(iou == np.repeat(top, n), np.arange(len(iou)), len(iou))
+        best_iou[idx] = top
+        best_gt[idx] = gt_idx[np.minimum.reduceat(position, seg)]  # np.argmax's choice: the first maximum
+    hit = np.zeros(len(det_keys), dtype=bool)
+    candidates = np.nonzero(best_iou >= iou_threshold)[0]
+    _, first_taker = np.unique(best_gt[candidates], return_index=True)
+    hit[candidates[first_taker]] = True
+    return hit
+
+
+def frame_ap_arrays(det_frames: Any, det_boxes: Any, det_classes: Any, det_scores: Any, gt_frames: Any,
+                    gt_boxes: Any, gt_classes: Any, *, iou_threshold: float = 0.5) -> dict[str, Any]:
+    """:func:`frame_ap` on arrays: one row per detection / ground-truth (box, action) (notebook ``08_action_detection``).
+
+    ``det_frames`` [D] and ``gt_frames`` [G] name keyframes (ints or strings), boxes are
+    ``[., 4]`` ``(x1, y1, x2, y2)``, classes integer ids, ``det_scores`` [D]. The keyframes are
+    taken in the order of their first detection, as the AVA code adds them; that order decides
+    only ties of score across keyframes.
+    """
+    if not 0.0 < float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold={iou_threshold}; expected a value in (0, 1]")
+    d_frames, g_frames = np.asarray(det_frames).reshape(-1), np.asarray(gt_frames).reshape(-1)
+    d_boxes = _as_array(det_boxes, "detection boxes", np.float64, (4,), len(d_frames))
+    d_classes = _as_array(det_classes, "detection classes", np.int64, (), len(d_frames))
+    d_scores = _as_array(det_scores, "detection scores", np.float64, (), len(d_frames))
+    g_boxes = _as_array(gt_boxes, "ground-truth boxes", np.float64, (4,), len(g_frames))
+    g_classes = _as_array(gt_classes, "ground-truth classes", np.int64, (), len(g_frames))
+    bad = np.nonzero((g_boxes[:, 2] < g_boxes[:, 0]) | (g_boxes[:, 3] < g_boxes[:, 1]))[0]
+    if len(bad):
+        raise ValueError(f"ground-truth box {bad[0]} of keyframe {g_frames[bad[0]]!r} is {g_boxes[bad[0]].tolist()}; "
+                         "expected (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2")
+    if len(d_frames) and len(g_frames) and d_frames.dtype.kind != g_frames.dtype.kind:
+        raise ValueError(f"detection keyframes are {d_frames.dtype} and ground-truth keyframes {g_frames.dtype}; "
+                         "expected the same kind of id")
+    codes = _frame_codes(np.concatenate([d_frames, g_frames])) if len(d_frames) + len(g_frames) else np.zeros(0, int)
+    d_codes, g_codes = codes[:len(d_frames)], codes[len(d_frames):]
+    num_frames = int(codes.max()) + 1 if len(codes) else 1
+    classes, num_gt = np.unique(g_classes, return_counts=True)
+    # Detections of classes without ground truth are ignored; boxes with x2 <= x1 or y2 <= y1 are
+    # dropped before matching (``_remove_invalid_boxes``), not counted as false positives.
+    keep = np.isin(d_classes, classes) & (d_boxes[:, 0] < d_boxes[:, 2]) & (d_boxes[:, 1] < d_boxes[:, 3])
+    d_rank = np.searchsorted(classes, d_classes[keep])
+    order = np.lexsort((-d_scores[keep], d_codes[keep], d_rank))  # stable: equal scores keep their input order
+    det_keys = (d_rank * num_frames + d_codes[keep])[order]
+    det_rank, scores = d_rank[order], d_scores[keep][order]
+    g_order = np.lexsort((g_codes, np.searchsorted(classes, g_classes)))
+    gt_keys = (np.searchsorted(classes, g_classes) * num_frames + g_codes)[g_order]
+    hits = match_detections(det_keys, d_boxes[keep][order], gt_keys, g_boxes[g_order], iou_threshold=iou_threshold)
+    bounds = np.searchsorted(det_rank, np.arange(len(classes) + 1))
+    per_class = {int(c): _voc_ap(scores[bounds[r]:bounds[r + 1]], hits[bounds[r]:bounds[r + 1]], int(num_gt[r]))
+                 for r, c in enumerate(classes)}
     mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
     return {"mAP": mean, "per_class": per_class}
+
+
+def frame_ap(detections: Sequence[tuple[Hashable, Any, int, float]], ground_truth: Sequence[tuple[Hashable, Any, int]],
+             *, iou_threshold: float = 0.5) -> dict[str, Any]:
+    """Frame-level AP per class and their mean, as the official AVA evaluator computes them.
+
+    Notebook ``08_action_detection``. ``detections``: ``(frame_id, box, class_id, score)``;
+    ``ground_truth``: ``(frame_id, box, class_id)``, one row per (box, action); boxes ``(x1, y1,
+    x2, y2)``. This is ``ava_eval`` of ActivityNet / mmaction2 / pySlowFast (the TF object-detection
+    ``PascalDetectionEvaluator``): per keyframe and class, detections in descending score each take
+    the ground-truth box of highest IoU among ALL the boxes of that class in the keyframe; a hit if
+    the IoU is >= ``iou_threshold`` and the box is not taken yet, else a false positive (also when a
+    free box would have overlapped enough; see :func:`match_detections`). Detections of keyframes
+    without ground truth are false positives; boxes with no area are dropped. AP per class is the
+    VOC area under the monotone precision-recall curve over all detections of the class
+    (:func:`average_precision`); a class without detections scores 0. Returns ``{"mAP",
+    "per_class": {class_id: AP}}`` over classes with ground truth (detections of other classes are
+    ignored; the official mean skips them as NaN). Vectorised: :func:`frame_ap_arrays`.
+    """
+    frame_index: dict[Hashable, int] = {}
+    d_frames = [frame_index.setdefault(f, len(frame_index)) for f, _, _, _ in detections]
+    g_frames = [frame_index.setdefault(f, len(frame_index)) for f, _, _ in ground_truth]
+
+    def boxes(items: Sequence[tuple], name: str) -> np.ndarray:
+        out = np.zeros((len(items), 4), dtype=np.float64)
+        for i, item in enumerate(items):
+            try:
+                out[i] = np.asarray(item[1], dtype=np.float64).reshape(4)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} {i}: box {item[1]!r}; expected 4 numbers (x1, y1, x2, y2)") from None
+        return out
+
+    return frame_ap_arrays(np.asarray(d_frames, dtype=np.int64), boxes(detections, "detection"),
+                           [d[2] for d in detections], [d[3] for d in detections], np.asarray(g_frames, dtype=np.int64),
+                           boxes(ground_truth, "ground truth"), [g[2] for g in ground_truth], iou_threshold=iou_threshold)
 
 
 def detection_encoder_overrides(cfg: Config) -> dict[str, int]:
@@ -221,12 +352,25 @@ def evaluate_detector(predictions: Sequence[tuple[str, np.ndarray, np.ndarray]],
     Every box scores every class (column c is ``class_ids[c]``); :func:`frame_ap` matches them. True
     actions outside ``class_ids`` are left out (the 60-class protocol ignores the other 20).
     """
-    detections = [(key, box, class_ids[c], float(score[c]))
-                  for key, boxes, scores in predictions for box, score in zip(boxes, scores) for c in range(len(class_ids))]
+    class_ids = [int(c) for c in class_ids]
+    index: dict[str, int] = {}  # keyframe key -> id, numbered by first appearance
+    frames, boxes, scores = [], [], []
+    for key, box, score in predictions:
+        box = np.asarray(box, dtype=np.float64).reshape(-1, 4)
+        frames.append(np.full(len(box), index.setdefault(key, len(index))))
+        boxes.append(box)
+        scores.append(np.asarray(score, dtype=np.float64).reshape(len(box), len(class_ids)))
+    boxes_arr = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    num = len(class_ids)
+    # one detection per (box, class), in the order (keyframe, box, class) of the predictions
+    det = (np.repeat(np.concatenate(frames) if frames else np.zeros(0, np.int64), num), np.repeat(boxes_arr, num, axis=0),
+           np.tile(class_ids, len(boxes_arr)), np.concatenate(scores).reshape(-1) if scores else np.zeros(0))
     scored = set(class_ids)  # true actions outside the scored classes are ignored, as in the AVA code
-    truth = [(keyframe_key(k.video_id, k.timestamp), box, action)
+    truth = [(index.setdefault(keyframe_key(k.video_id, k.timestamp), len(index)), box, action)
              for k in ground_truth for box, actions in zip(k.boxes, k.actions) for action in actions if action in scored]
-    return frame_ap(detections, truth, iou_threshold=iou_threshold)
+    return frame_ap_arrays(*det, np.asarray([t[0] for t in truth], dtype=np.int64),
+                           np.asarray([t[1] for t in truth], dtype=np.float64).reshape(-1, 4), [t[2] for t in truth],
+                           iou_threshold=iou_threshold)
 
 
 def train_detector(cfg: Config, encoder: ResNet3D, *, seed: int | None = None, progress: bool = True,
