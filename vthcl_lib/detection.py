@@ -141,6 +141,10 @@ def average_precision(scores: Sequence[float], is_hit: Sequence[bool], num_groun
 
 def _frame_codes(frames: np.ndarray) -> np.ndarray:
     """Frame ids as 0..F-1 numbered by first appearance (the order the AVA code adds keyframes in)."""
+    if frames.dtype.kind in "iu" and len(frames) and frames[0] == 0:
+        seen = np.maximum.accumulate(frames)
+        if np.all(np.diff(seen) <= 1):  # each new id is the next integer: already numbered so (no sort)
+            return frames.astype(np.int64, copy=False)
     _, first, inverse = np.unique(frames, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))
@@ -243,14 +247,19 @@ def frame_ap_arrays(det_frames: Any, det_boxes: Any, det_classes: Any, det_score
     classes, num_gt = np.unique(g_classes, return_counts=True)
     # Detections of classes without ground truth are ignored; boxes with x2 <= x1 or y2 <= y1 are
     # dropped before matching (``_remove_invalid_boxes``), not counted as false positives.
-    keep = np.isin(d_classes, classes) & (d_boxes[:, 0] < d_boxes[:, 2]) & (d_boxes[:, 1] < d_boxes[:, 3])
-    d_rank = np.searchsorted(classes, d_classes[keep])
-    order = np.lexsort((-d_scores[keep], d_codes[keep], d_rank))  # stable: equal scores keep their input order
-    det_keys = (d_rank * num_frames + d_codes[keep])[order]
-    det_rank, scores = d_rank[order], d_scores[keep][order]
-    g_order = np.lexsort((g_codes, np.searchsorted(classes, g_classes)))
-    gt_keys = (np.searchsorted(classes, g_classes) * num_frames + g_codes)[g_order]
-    hits = match_detections(det_keys, d_boxes[keep][order], gt_keys, g_boxes[g_order], iou_threshold=iou_threshold)
+    keep = np.flatnonzero(np.isin(d_classes, classes) & (d_boxes[:, 0] < d_boxes[:, 2]) & (d_boxes[:, 1] < d_boxes[:, 3]))
+    d_rank, d_codes, scores = np.searchsorted(classes, d_classes[keep]), d_codes[keep], d_scores[keep]
+    order = np.lexsort((-scores, d_codes, d_rank))  # stable: equal scores keep their input order
+    keep, det_rank, scores = keep[order], d_rank[order], scores[order]
+    det_keys = det_rank * num_frames + d_codes[order]
+    g_rank = np.searchsorted(classes, g_classes)
+    g_order = np.lexsort((g_codes, g_rank))
+    gt_keys = (g_rank * num_frames + g_codes)[g_order]
+    # only detections whose (class, keyframe) has ground truth need boxes; the others are false positives
+    with_gt = np.flatnonzero(np.isin(det_keys, gt_keys))
+    hits = np.zeros(len(det_keys), dtype=bool)
+    hits[with_gt] = match_detections(det_keys[with_gt], d_boxes[keep[with_gt]], gt_keys, g_boxes[g_order],
+                                     iou_threshold=iou_threshold)
     bounds = np.searchsorted(det_rank, np.arange(len(classes) + 1))
     per_class = {int(c): _voc_ap(scores[bounds[r]:bounds[r + 1]], hits[bounds[r]:bounds[r + 1]], int(num_gt[r]))
                  for r, c in enumerate(classes)}
