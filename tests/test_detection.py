@@ -183,6 +183,19 @@ def test_frame_ap_equals_the_plain_official_rule_on_random_crowded_frames():
     assert out["mAP"] != pytest.approx(frame_ap(dets, gt, iou_threshold=0.7)["mAP"])
 
 
+def test_sort_and_keyframe_numbering_helpers_agree_with_their_plain_definitions():
+    from vthcl_lib.detection import _frame_codes, _group_then_score_order
+
+    rng = np.random.default_rng(1)
+    scores = rng.choice([0.1, 0.5, 0.7, 0.9], size=500)  # many ties: input order must survive
+    for keys in (rng.integers(0, 40, 500), rng.integers(0, 1 << 40, 500)):  # radix path and the general one
+        assert np.array_equal(_group_then_score_order(keys, scores), np.lexsort((-scores, keys)))
+    det, gt = np.array([0, 0, 1, 0, 2]), np.array([2, 7, 1, 7, -3])  # 7 and -3: keyframes without detections
+    assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 0, 1, 0, 2], [2, 3, 1, 3, 4]]
+    det, gt = np.array(["b", "a", "b"]), np.array(["c", "a"])
+    assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 1, 0], [2, 1]]
+
+
 def test_frame_ap_names_bad_input():
     with pytest.raises(ValueError, match="detection 0: box"):
         frame_ap([("f", (0, 0, 1), 0, 0.5)], [("f", (0, 0, 1, 1), 0)])
