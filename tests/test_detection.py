@@ -199,6 +199,8 @@ def test_sort_and_keyframe_numbering_helpers_agree_with_their_plain_definitions(
 def test_frame_ap_names_bad_input():
     with pytest.raises(ValueError, match="detection 0: box"):
         frame_ap([("f", (0, 0, 1), 0, 0.5)], [("f", (0, 0, 1, 1), 0)])
+    with pytest.raises(ValueError, match=r"detection 0 is .*expected 4 fields"):
+        frame_ap([("f", (0, 0, 1, 1), 0)], [])
     with pytest.raises(ValueError, match="ground-truth box 0 of keyframe"):
         frame_ap([], [("f", (2, 0, 1, 1), 0)])
     with pytest.raises(ValueError, match="detection scores holds NaN"):
@@ -282,6 +284,23 @@ def test_evaluate_detector_gives_map_1_for_perfect_scores_and_lower_when_swapped
     swapped = [("v,0001", boxes, np.array([[0.1, 0.9], [0.8, 0.2]]))]
     # each class's true box ranks second of two: precision 1/2 at full recall
     assert evaluate_detector(swapped, gt, [1, 2])["mAP"] == pytest.approx(0.5)
+
+
+def test_evaluate_detector_equals_frame_ap_on_the_same_rows():
+    rng = np.random.default_rng(2)
+    truth, predictions = [], []
+    for t in range(1, 6):
+        boxes = np.sort(rng.uniform(0, 1, (3, 2, 2)), axis=1).transpose(0, 2, 1).reshape(3, 4)[:, [0, 2, 1, 3]]
+        actions = tuple(frozenset(rng.choice([1, 2, 5, 9], size=2, replace=False).tolist()) for _ in range(3))
+        truth.append(AvaKeyframe("v", t, boxes.astype(np.float32), actions, np.ones(3, np.float32)))
+        noisy = np.clip(boxes + rng.normal(0, 0.05, boxes.shape), 0, 1)
+        predictions.append((f"v,{t:04d}", noisy, rng.random((3, 3))))
+    class_ids = [1, 2, 5]  # 9 is not scored: its true rows are left out
+    rows = [(key, box, class_ids[c], float(score[c])) for key, boxes, scores in predictions
+            for box, score in zip(boxes, scores) for c in range(3)]
+    gt = [(f"v,{k.timestamp:04d}", box, a) for k in truth for box, acts in zip(k.boxes, k.actions) for a in acts
+          if a in class_ids]
+    assert evaluate_detector(predictions, truth, class_ids) == frame_ap(rows, gt)
 
 
 def test_train_detector_runs_the_schedule_and_reports_map(ava_cfg):

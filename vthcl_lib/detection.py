@@ -18,7 +18,6 @@ Taught in notebook ``08_action_detection``. Pure torch, no compiled ops:
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -312,9 +311,14 @@ def frame_ap(detections: Sequence[tuple[Hashable, Any, int, float]], ground_trut
     "per_class": {class_id: AP}}`` over classes with ground truth (detections of other classes are
     ignored; the official mean skips them as NaN). Vectorised: :func:`frame_ap_arrays`.
     """
+    for rows, name, width in ((detections, "detection", 4), (ground_truth, "ground truth", 3)):
+        wrong = next((i for i, row in enumerate(rows) if len(row) != width), None)
+        if wrong is not None:
+            raise ValueError(f"{name} {wrong} is {rows[wrong]!r}; expected {width} fields "
+                             + ("(frame_id, box, class_id, score)" if width == 4 else "(frame_id, box, class_id)"))
     frame_index: dict[Hashable, int] = {}
-    d_frames = [frame_index.setdefault(f, len(frame_index)) for f, _, _, _ in detections]
-    g_frames = [frame_index.setdefault(f, len(frame_index)) for f, _, _ in ground_truth]
+    d_frames = [frame_index.setdefault(d[0], len(frame_index)) for d in detections]
+    g_frames = [frame_index.setdefault(g[0], len(frame_index)) for g in ground_truth]
 
     def boxes(items: Sequence[tuple], name: str) -> np.ndarray:
         out = np.zeros((len(items), 4), dtype=np.float64)
@@ -386,8 +390,9 @@ def evaluate_detector(predictions: Sequence[tuple[str, np.ndarray, np.ndarray]],
                       class_ids: Sequence[int], *, iou_threshold: float = 0.5) -> dict[str, Any]:
     """Frame mAP of :func:`predict_boxes` output against ground-truth keyframes (notebook ``08_action_detection``).
 
-    Every box scores every class (column c is ``class_ids[c]``); :func:`frame_ap` matches them. True
-    actions outside ``class_ids`` are left out (the 60-class protocol ignores the other 20).
+    Every box scores every class (column c is ``class_ids[c]``); :func:`frame_ap_arrays` matches them
+    with the official rule. True actions outside ``class_ids`` are left out (the 60-class protocol
+    ignores the other 20).
     """
     class_ids = [int(c) for c in class_ids]
     index: dict[str, int] = {}  # keyframe key -> id, numbered by first appearance
