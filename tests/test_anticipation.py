@@ -106,6 +106,10 @@ def test_action_rank_equals_the_dense_matrix_rank_bit_for_bit():
 def test_ties_count_against_the_label_and_bad_logits_are_named():
     from vthcl_lib.anticipation import label_rank
 
+    from vthcl_lib.anticipation import action_rank
+
+    with_grad = torch.randn(2, 3, requires_grad=True), torch.randn(2, 4, requires_grad=True)
+    assert action_rank(*with_grad, torch.tensor([0, 1]), torch.tensor([2, 3])).shape == (2,)  # logits of a live model
     flat = torch.zeros(4, 6)
     assert label_rank(flat, torch.tensor([0, 1, 2, 5])).tolist() == [6, 6, 6, 6]
     m = anticipation_metrics(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([0, 1]), torch.tensor([2, 3]))

@@ -82,7 +82,7 @@ def label_rank(scores: torch.Tensor, labels: torch.Tensor, *, name: str = "score
     after all of them, so constant scores never count as hits (``topk``'s order among ties is
     unspecified).
     """
-    scores = _check_scores(scores, name, labels)
+    scores = _check_scores(scores, name, labels).detach()
     target = scores.gather(1, torch.as_tensor(labels).reshape(-1, 1).long().to(scores.device))
     return (scores >= target).sum(dim=1)
 
@@ -123,8 +123,8 @@ def action_rank(verb_logits: torch.Tensor, noun_logits: torch.Tensor, verbs: tor
     noun_logits = _check_scores(noun_logits, "noun_logits", nouns)
     if len(verb_logits) != len(noun_logits):
         raise ValueError(f"verb_logits has {len(verb_logits)} rows and noun_logits {len(noun_logits)}; expected the same")
-    log_verb = F.log_softmax(verb_logits.float(), dim=1)
-    log_noun = F.log_softmax(noun_logits.float(), dim=1)
+    log_verb = F.log_softmax(verb_logits.detach().float(), dim=1)  # a metric: no graph
+    log_noun = F.log_softmax(noun_logits.detach().float(), dim=1)
     device = log_verb.device
     verbs = torch.as_tensor(verbs).reshape(-1, 1).long().to(device)
     nouns = torch.as_tensor(nouns).reshape(-1, 1).long().to(device)
