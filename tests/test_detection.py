@@ -162,7 +162,8 @@ def _official_reference(detections, ground_truth, iou_threshold=0.5):
     return {c: average_precision(scores[c], labels[c], num_gt[c]) for c in classes}
 
 
-def test_frame_ap_equals_the_plain_official_rule_on_random_crowded_frames():
+@pytest.mark.parametrize("tied", [True, False])
+def test_frame_ap_equals_the_plain_official_rule_on_random_crowded_frames(tied):
     rng = np.random.default_rng(0)
     gt, dets = [], []
     for f in range(40):
@@ -173,7 +174,8 @@ def test_frame_ap_equals_the_plain_official_rule_on_random_crowded_frames():
                 gt.append((f"k{f}", box, int(c)))
         for box in boxes + [tuple(b + rng.normal(0, 4, 4)) for b in np.asarray(boxes)]:
             for c in range(6):
-                dets.append((f"k{f}", tuple(float(v) for v in box), c, float(rng.choice([rng.random(), 0.5]))))
+                score = rng.choice([rng.random(), 0.5]) if tied else rng.random()  # 0.5: ties across keyframes
+                dets.append((f"k{f}", tuple(float(v) for v in box), c, float(score)))
     rng.shuffle(dets)
     dets = [tuple(d) for d in dets]
     out = frame_ap(dets, gt)
@@ -192,6 +194,8 @@ def test_sort_and_keyframe_numbering_helpers_agree_with_their_plain_definitions(
         assert np.array_equal(_group_then_score_order(keys, scores), np.lexsort((-scores, keys)))
     det, gt = np.array([0, 0, 1, 0, 2]), np.array([2, 7, 1, 7, -3])  # 7 and -3: keyframes without detections
     assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 0, 1, 0, 2], [2, 3, 1, 3, 4]]
+    det, gt = np.array([3, 3, 5, 9, 9]), np.array([9, 4, 3, 4, 1])  # sorted ids with gaps (the fast path)
+    assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 0, 1, 2, 2], [2, 3, 0, 3, 4]]
     det, gt = np.array(["b", "a", "b"]), np.array(["c", "a"])
     assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 1, 0], [2, 1]]
 

@@ -108,18 +108,23 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
-def _voc_ap(scores: np.ndarray, is_hit: np.ndarray, num_ground_truth: int) -> float:
-    """The AVA code's ``compute_precision_recall`` + ``compute_average_precision`` (VOC, all points)."""
-    if scores.size == 0:
-        return 0.0
-    # np.argsort reversed, not a stable descending sort: the official order among tied scores
-    hits = is_hit[np.argsort(scores)[::-1]].astype(np.int64)
+def _ap_from_ranked(hits: np.ndarray, num_ground_truth: int) -> float:
+    """VOC area under the monotone precision-recall curve of hits listed best score first (all points)."""
+    hits = hits.astype(np.int64)
     tp, fp = np.cumsum(hits), np.cumsum(1 - hits)
     precision = np.concatenate([[0.0], tp.astype(float) / (tp + fp), [0.0]])
     recall = np.concatenate([[0.0], tp.astype(float) / num_ground_truth, [1.0]])
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # each precision: the best at any higher recall
     changes = np.nonzero(recall[1:] != recall[:-1])[0] + 1
     return float(np.sum((recall[changes] - recall[changes - 1]) * precision[changes]))
+
+
+def _voc_ap(scores: np.ndarray, is_hit: np.ndarray, num_ground_truth: int) -> float:
+    """The AVA code's ``compute_precision_recall`` + ``compute_average_precision`` (VOC, all points)."""
+    if scores.size == 0:
+        return 0.0
+    # np.argsort reversed, not a stable descending sort: the official order among tied scores
+    return _ap_from_ranked(is_hit[np.argsort(scores)[::-1]], num_ground_truth)
 
 
 def average_precision(scores: Sequence[float], is_hit: Sequence[bool], num_ground_truth: int) -> float:
@@ -147,15 +152,18 @@ def _first_appearance_codes(frames: np.ndarray) -> np.ndarray:
 
 def _frame_codes(det_frames: np.ndarray, gt_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keyframe ids as 0..F-1 numbered by first appearance, detections first (the AVA code's order)."""
-    if det_frames.dtype.kind in "iu" and gt_frames.dtype.kind in "iu" and len(det_frames) and det_frames[0] == 0:
-        seen = np.maximum.accumulate(det_frames)
-        if np.all(np.diff(seen) <= 1):  # each new id is the next integer: numbered so already (no sort)
-            count = int(seen[-1]) + 1
-            outside = (gt_frames < 0) | (gt_frames >= count)  # keyframes with ground truth only
-            gt_codes = gt_frames.astype(np.int64)
-            if outside.any():
-                gt_codes[outside] = count + _first_appearance_codes(gt_frames[outside])
-            return det_frames.astype(np.int64, copy=False), gt_codes
+    if (det_frames.dtype.kind in "iu" and gt_frames.dtype.kind in "iu" and len(det_frames)
+            and np.all(det_frames[1:] >= det_frames[:-1])):
+        # detections listed keyframe after keyframe with growing ids: first appearance = sorted order (no sort)
+        new = np.concatenate([[True], det_frames[1:] != det_frames[:-1]])
+        det_codes = np.cumsum(new) - 1
+        ids = det_frames[new]
+        pos = np.minimum(np.searchsorted(ids, gt_frames), len(ids) - 1)
+        found = ids[pos] == gt_frames
+        gt_codes = np.where(found, pos, 0).astype(np.int64)
+        if not found.all():  # keyframes with ground truth only come after
+            gt_codes[~found] = len(ids) + _first_appearance_codes(gt_frames[~found])
+        return det_codes.astype(np.int64), gt_codes
     if not len(det_frames) + len(gt_frames):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     codes = _first_appearance_codes(np.concatenate([det_frames, gt_frames]))
@@ -276,20 +284,31 @@ def frame_ap_arrays(det_frames: Any, det_boxes: Any, det_classes: Any, det_score
     known = classes[np.minimum(d_rank, len(classes) - 1)] == d_classes if len(classes) else np.zeros(len(d_rank), bool)
     keep = np.flatnonzero(known & (d_boxes[:, 0] < d_boxes[:, 2]) & (d_boxes[:, 1] < d_boxes[:, 3]))
     d_rank, d_codes, scores = d_rank[keep], d_codes[keep], d_scores[keep]
-    order = _group_then_score_order(d_rank * num_frames + d_codes, scores)
-    keep, det_rank, scores = keep[order], d_rank[order], scores[order]
-    det_keys = det_rank * num_frames + d_codes[order]
+    det_keys = d_rank * num_frames + d_codes
     g_rank = np.searchsorted(classes, g_classes)
     g_order = np.lexsort((g_codes, g_rank))
     gt_keys = (g_rank * num_frames + g_codes)[g_order]
-    # only detections whose (class, keyframe) has ground truth need boxes; the others are false positives
+    # Matching needs the detections of a (class, keyframe) in descending score, but only where that
+    # group has ground truth; the others are false positives whatever their order.
     with_gt = np.flatnonzero(np.searchsorted(gt_keys, det_keys, side="right") > np.searchsorted(gt_keys, det_keys))
+    with_gt = with_gt[_group_then_score_order(det_keys[with_gt], scores[with_gt])]
     hits = np.zeros(len(det_keys), dtype=bool)
     hits[with_gt] = match_detections(det_keys[with_gt], d_boxes[keep[with_gt]], gt_keys, g_boxes[g_order],
                                      iou_threshold=iou_threshold)
-    bounds = np.searchsorted(det_rank, np.arange(len(classes) + 1))
-    per_class = {int(c): _voc_ap(scores[bounds[r]:bounds[r + 1]], hits[bounds[r]:bounds[r + 1]], int(num_gt[r]))
-                 for r, c in enumerate(classes)}
+    by_class = np.argsort(d_rank.astype(np.uint16) if len(classes) <= 1 << 16 else d_rank, kind="stable")
+    bounds = np.searchsorted(d_rank[by_class], np.arange(len(classes) + 1))
+    per_class = {}
+    for r, c in enumerate(classes):
+        mine = by_class[bounds[r]:bounds[r + 1]]  # input order
+        ranked = np.argsort(scores[mine])
+        ranked_scores = scores[mine][ranked]
+        if not np.any(ranked_scores[1:] == ranked_scores[:-1]):  # no ties: any listing order ranks alike
+            per_class[int(c)] = _ap_from_ranked(hits[mine][ranked][::-1], int(num_gt[r])) if len(mine) else 0.0
+            continue
+        # ties: rank the list the AVA code builds (keyframes by first detection, each by descending
+        # score, ties in input order), since np.argsort's order among ties depends on the listing
+        official = mine[np.lexsort((-scores[mine], d_codes[mine]))]
+        per_class[int(c)] = _voc_ap(scores[official], hits[official], int(num_gt[r]))
     mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
     return {"mAP": mean, "per_class": per_class}
 
