@@ -488,12 +488,15 @@ def _metrics_job(job: str, size: int, seed: int, repeats: int) -> dict[str, floa
     """One measurement, run in a fresh process by :func:`bench_metrics` so that its peak RSS is its own.
 
     A tiny run first (imports, thread pools, allocator), then the best of ``repeats``; the peak is
-    the growth of the process's maximum RSS over the inputs, i.e. what the metric itself allocates.
+    the growth of the process's maximum RSS over the inputs, i.e. what the metric itself allocates,
+    and ``input_bytes`` what its inputs took (arrays for the library, Python tuples for the AVA
+    code before, whose API takes them).
     """
     import resource
 
     torch.set_num_threads(1)  # spinning worker threads on shared cores would time the neighbours, not the metric
     _metrics_inputs(job, 8, seed + 1)[0]()
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     run, rows = _metrics_inputs(job, size, seed)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seconds = []
@@ -502,7 +505,8 @@ def _metrics_job(job: str, size: int, seed: int, repeats: int) -> dict[str, floa
         result = run()
         seconds.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"seconds": min(seconds), "peak_bytes": (peak - base) * 1024, "rows": rows}
+    out = {"seconds": min(seconds), "peak_bytes": (peak - base) * 1024, "input_bytes": (base - start_rss) * 1024,
+           "rows": rows}
     out.update({k: v for k, v in result.items() if k != "per_class"})
     return out
 
@@ -538,12 +542,13 @@ def format_metrics_report(result: dict) -> str:
     lines = [f"metrics benchmark (seed {result['seed']}, one thread): AVA frame mAP@0.5 on synthetic detections, "
              f"60 classes; Epic top-k, {result['epic_actions']:,} actions",
              f"  AVA, {result['ava_frames']:,} keyframes ({full['rows']:,} detections), official rule, library:",
-             f"    {full['seconds']:8.2f} s   peak RSS +{mb(full['peak_bytes']):8.1f} MiB   mAP {full['mAP']:.4f}",
+             f"    {full['seconds']:8.2f} s   peak RSS +{mb(full['peak_bytes']):8.1f} MiB   mAP {full['mAP']:.4f}"
+             f"   (inputs {mb(full['input_bytes']):.0f} MiB)",
              f"  AVA, {result['before_frames']:,} keyframes ({sub['rows']:,} detections):",
              f"    library (official rule)         {sub['seconds']:8.2f} s   peak RSS +{mb(sub['peak_bytes']):8.1f} MiB"
-             f"   mAP {sub['mAP']:.4f}",
+             f"   mAP {sub['mAP']:.4f}   (inputs {mb(sub['input_bytes']):.0f} MiB)",
              f"    before (best unmatched, loop)   {old['seconds']:8.2f} s   peak RSS +{mb(old['peak_bytes']):8.1f} MiB"
-             f"   mAP {old['mAP']:.4f}",
+             f"   mAP {old['mAP']:.4f}   (inputs {mb(old['input_bytes']):.0f} MiB)",
              f"    ratio before / library          {old['seconds'] / sub['seconds']:8.1f}x",
              f"    before, scaled linearly to {result['ava_frames']:,} keyframes: ~{old['seconds'] * scale / 60:.0f} min "
              "(an extrapolation, not a measurement)"]
