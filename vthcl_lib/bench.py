@@ -386,9 +386,9 @@ def frame_ap_before(detections, ground_truth, *, iou_threshold: float = 0.5) -> 
         if flags.size == 0:
             per_class[cls] = 0.0
             continue
-        tp = np.cumsum(flags)
+        tp, num_gt = np.cumsum(flags), sum(len(b) for b in gt_boxes.values())
         precision = np.concatenate([[0.0], tp / np.arange(1, len(flags) + 1), [0.0]])
-        recall = np.concatenate([[0.0], tp / sum(len(b) for b in gt_boxes.values()), [tp[-1] / sum(len(b) for b in gt_boxes.values())]])
+        recall = np.concatenate([[0.0], tp / num_gt, [tp[-1] / num_gt]])
         precision = np.maximum.accumulate(precision[::-1])[::-1]
         changes = np.nonzero(recall[1:] != recall[:-1])[0] + 1
         per_class[cls] = float(np.sum((recall[changes] - recall[changes - 1]) * precision[changes]))
@@ -536,6 +536,7 @@ def bench_metrics(*, ava_frames: int = AVA_VAL_FRAMES, before_frames: int = 1_00
 
 
 def format_metrics_report(result: dict) -> str:
+    """:func:`bench_metrics`'s figures as the plain-text table the README quotes."""
     mb = lambda b: b / 2**20  # noqa: E731
     full, sub, old = result["ava_full"], result["ava_subset"], result["ava_subset_before"]
     scale = result["ava_frames"] / result["before_frames"]
@@ -550,8 +551,8 @@ def format_metrics_report(result: dict) -> str:
              f"    before (best unmatched, loop)   {old['seconds']:8.2f} s   peak RSS +{mb(old['peak_bytes']):8.1f} MiB"
              f"   mAP {old['mAP']:.4f}   (inputs {mb(old['input_bytes']):.0f} MiB)",
              f"    ratio before / library          {old['seconds'] / sub['seconds']:8.1f}x",
-             f"    before, scaled linearly to {result['ava_frames']:,} keyframes: ~{old['seconds'] * scale / 60:.0f} min "
-             "(an extrapolation, not a measurement)"]
+             f"    before, scaled linearly to {result['ava_frames']:,} keyframes: ~{old['seconds'] * scale / 60:.0f} min, "
+             f"~{old['input_bytes'] * scale / 2**30:.1f} GiB of input tuples (an extrapolation, not a measurement)"]
     epic, before = result["epic"], result["epic_before"]
     lines += [f"  Epic, {result['epic_segments']:,} segments:",
               f"    library (action_rank)           {epic['seconds']:8.3f} s   peak RSS +{mb(epic['peak_bytes']):8.1f} MiB"
