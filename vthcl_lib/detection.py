@@ -324,7 +324,8 @@ def frame_ap(detections: Sequence[tuple[Hashable, Any, int, float]], ground_trut
     the ground-truth box of highest IoU among ALL the boxes of that class in the keyframe; a hit if
     the IoU is >= ``iou_threshold`` and the box is not taken yet, else a false positive (also when a
     free box would have overlapped enough; see :func:`match_detections`). Detections of keyframes
-    without ground truth are false positives; boxes with no area are dropped. AP per class is the
+    without ground truth are false positives; boxes with no area are dropped; AVA marks no box
+    difficult or group-of, so those branches of the TF code never apply. AP per class is the
     VOC area under the monotone precision-recall curve over all detections of the class
     (:func:`average_precision`); a class without detections scores 0. Returns ``{"mAP",
     "per_class": {class_id: AP}}`` over classes with ground truth (detections of other classes are
