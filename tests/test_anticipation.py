@@ -82,6 +82,44 @@ def test_metrics_by_hand():
                  "action_top1": 0.5, "action_top2": 1.0}
 
 
+def test_action_rank_equals_the_dense_matrix_rank_bit_for_bit():
+    from vthcl_lib.anticipation import action_rank, label_rank
+    from vthcl_lib.bench import anticipation_metrics_before
+
+    g = torch.Generator().manual_seed(0)
+    for verbs_n, nouns_n, ties in ((7, 11, False), (5, 3, True), (1, 9, False), (12, 1, True), (20, 64, True)):
+        b = 200
+        if ties:  # few distinct logits: many equal pairs, including sums that round to the same float
+            verb_logits = torch.randint(0, 3, (b, verbs_n), generator=g).float() * 0.7
+            noun_logits = torch.randint(0, 3, (b, nouns_n), generator=g).float() * 1.3
+        else:
+            verb_logits, noun_logits = torch.randn(b, verbs_n, generator=g), torch.randn(b, nouns_n, generator=g) * 3
+        verbs, nouns = torch.randint(0, verbs_n, (b,), generator=g), torch.randint(0, nouns_n, (b,), generator=g)
+        dense = label_rank(action_scores(verb_logits, noun_logits), verbs * nouns_n + nouns)
+        assert torch.equal(action_rank(verb_logits, noun_logits, verbs, nouns), dense)
+        if not ties:  # distinct scores: the same top-k as the dense matrix's topk, for every k
+            ks = (1, 2, 5, 10, verbs_n * nouns_n)
+            assert anticipation_metrics(verb_logits, noun_logits, verbs, nouns, ks=ks) == \
+                anticipation_metrics_before(verb_logits, noun_logits, verbs, nouns, ks=ks)
+
+
+def test_ties_count_against_the_label_and_bad_logits_are_named():
+    from vthcl_lib.anticipation import label_rank
+
+    from vthcl_lib.anticipation import action_rank
+
+    with_grad = torch.randn(2, 3, requires_grad=True), torch.randn(2, 4, requires_grad=True)
+    assert action_rank(*with_grad, torch.tensor([0, 1]), torch.tensor([2, 3])).shape == (2,)  # logits of a live model
+    flat = torch.zeros(4, 6)
+    assert label_rank(flat, torch.tensor([0, 1, 2, 5])).tolist() == [6, 6, 6, 6]
+    m = anticipation_metrics(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([0, 1]), torch.tensor([2, 3]))
+    assert m["verb_top1"] == 0.0 and m["action_top5"] == 0.0  # constant scores never hit
+    with pytest.raises(ValueError, match="verb_logits holds NaN"):
+        anticipation_metrics(torch.full((1, 3), float("nan")), torch.zeros(1, 2), torch.tensor([0]), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"labels for noun_logits: expected 1 class ids in \[0, 2\)"):
+        anticipation_metrics(torch.zeros(1, 3), torch.zeros(1, 2), torch.tensor([0]), torch.tensor([2]))
+
+
 def test_dataset_observes_the_window_before_the_segment_padding_at_the_video_start(epic_cfg):
     data = build_epic_datasets(epic_cfg, progress=False)
     val = data["val"]

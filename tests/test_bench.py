@@ -91,3 +91,23 @@ def test_flops_cli_writes_rows_and_refuses_a_bad_rate(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["flops", "--tflops", "0"])
     assert "--tflops=0.0" in capsys.readouterr().err
+
+
+def test_metrics_bench_reports_both_implementations_and_the_synthetic_set_is_ava_shaped(capsys):
+    data = bench.synthetic_ava_detections(30, num_classes=6, seed=3)
+    boxes_per_frame = len(data["det_scores"]) // 6
+    assert len(data["det_boxes"]) == len(data["det_classes"]) == len(data["det_frames"]) == boxes_per_frame * 6
+    assert set(data["det_classes"].tolist()) == set(range(6)) and data["gt_classes"].max() < 6
+    assert (data["gt_boxes"][:, 2] > data["gt_boxes"][:, 0]).all() and len(set(data["gt_frames"].tolist())) == 30
+    result = bench.bench_metrics(ava_frames=40, before_frames=20, epic_segments=30, seed=0)
+    for key in ("ava_full", "ava_subset", "ava_subset_before", "epic", "epic_before"):
+        assert result[key]["seconds"] > 0 and result[key]["rows"] > 0
+        assert result[key]["peak_bytes"] >= 0 and result[key]["input_bytes"] >= 0
+    assert 0 < result["ava_full"]["mAP"] <= 1 and 0 < result["ava_subset_before"]["mAP"] <= 1
+    assert {k: v for k, v in result["epic"].items() if k.startswith(("verb", "noun", "action"))} == \
+        {k: v for k, v in result["epic_before"].items() if k.startswith(("verb", "noun", "action"))}
+    report = bench.format_metrics_report(result)
+    assert "before (best unmatched, loop)" in report and "before (dense [B, V*N] + topk)" in report
+    with pytest.raises(SystemExit):
+        bench.main(["metrics", "--ava-frames", "0"])
+    assert "--ava-frames=0; expected a positive count" in capsys.readouterr().err

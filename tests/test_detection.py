@@ -102,6 +102,117 @@ def test_average_precision_voc_rule():
         average_precision([0.5], [True], 0)
 
 
+def test_crowded_frame_official_rule_differs_from_best_unmatched():
+    # One keyframe, one class, two true boxes side by side: A = (0, 0, 10, 10), B = (4, 0, 14, 10).
+    # d1 = A exactly (0.9): IoU 1 with A -> hit, A taken.
+    # d2 = (1, 0, 11, 10) (0.8): IoU with A = 90 / 110 = 0.818, with B = 70 / 130 = 0.538.
+    #   Official: its best box is A (taken) -> false positive, although B would overlap >= 0.5.
+    #   Best-unmatched (the old rule): takes B -> hit.
+    # d3 = B exactly (0.7): official: best box B, free -> hit. Old rule: A and B taken -> false positive.
+    gt = [("f", (0, 0, 10, 10), 3), ("f", (4, 0, 14, 10), 3)]
+    dets = [("f", (1, 0, 11, 10), 3, 0.8), ("f", (4, 0, 14, 10), 3, 0.7), ("f", (0, 0, 10, 10), 3, 0.9)]
+    # official, in score order: hit, FP, hit -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    # -> AP = 1/2 * 1 + 1/2 * 2/3 = 0.8333 (the old rule: hit, hit, FP -> AP = 1.0)
+    out = frame_ap(dets, gt)
+    assert out["per_class"][3] == pytest.approx(0.5 + 1 / 3) and out["mAP"] == pytest.approx(0.5 + 1 / 3)
+    from vthcl_lib.bench import frame_ap_before
+    assert frame_ap_before(dets, gt)["per_class"][3] == pytest.approx(1.0)
+
+
+def test_frame_ap_official_details_by_hand():
+    gt = [("a", (0, 0, 10, 10), 1), ("a", (20, 0, 30, 10), 1), ("b", (0, 0, 10, 10), 1), ("b", (0, 0, 10, 10), 2)]
+    dets = [("a", (20, 0, 30, 10), 1, 0.6),  # listed first but scored lower: matching goes by score
+            ("a", (21, 0, 30, 10), 1, 0.8),  # IoU 0.9 with the second box: the hit, 0.6 then finds it taken
+            ("a", (5, 5, 5, 9), 1, 0.99),    # no width: dropped before matching, not a false positive
+            ("c", (0, 0, 10, 10), 1, 0.7),   # a keyframe without ground truth: false positive
+            ("b", (0, 0, 10, 10), 7, 0.9)]   # a class without ground truth: ignored
+    # class 1 by score: 0.8 hit, 0.7 FP, 0.6 FP over 3 true boxes -> precision 1 at recall 1/3 -> AP = 1/3;
+    # class 2: no detection -> AP 0; mAP = (1/3 + 0) / 2
+    out = frame_ap(dets, gt)
+    assert out["per_class"] == pytest.approx({1: 1 / 3, 2: 0.0}) and out["mAP"] == pytest.approx(1 / 6)
+
+
+def _iou64(a, b):
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _official_reference(detections, ground_truth, iou_threshold=0.5):
+    """The AVA evaluator written plainly: per keyframe sort by score, per class match to argmax IoU."""
+    frames = list(dict.fromkeys(d[0] for d in detections))  # keyframes in order of first detection
+    classes = sorted({g[2] for g in ground_truth})
+    scores = {c: [] for c in classes}
+    labels = {c: [] for c in classes}
+    for frame in frames:
+        mine = sorted([d for d in detections if d[0] == frame], key=lambda d: -d[3])
+        for c in classes:
+            boxes = [d[1] for d in mine if d[2] == c and d[1][0] < d[1][2] and d[1][1] < d[1][3]]
+            gts = [g[1] for g in ground_truth if g[0] == frame and g[2] == c]
+            taken = [False] * len(gts)
+            for box, score in zip(boxes, [d[3] for d in mine if d[2] == c and d[1][0] < d[1][2] and d[1][1] < d[1][3]]):
+                hit = False
+                if gts:
+                    ious = [_iou64(box, g) for g in gts]
+                    best = int(np.argmax(ious))
+                    if ious[best] >= iou_threshold and not taken[best]:
+                        taken[best] = hit = True
+                scores[c].append(score)
+                labels[c].append(hit)
+    num_gt = {c: sum(g[2] == c for g in ground_truth) for c in classes}
+    return {c: average_precision(scores[c], labels[c], num_gt[c]) for c in classes}
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_frame_ap_equals_the_plain_official_rule_on_random_crowded_frames(tied):
+    rng = np.random.default_rng(0)
+    gt, dets = [], []
+    for f in range(40):
+        people = rng.uniform(0, 60, size=(rng.integers(1, 7), 2))
+        boxes = [(x, y, x + 20 + rng.uniform(0, 10), y + 30 + rng.uniform(0, 10)) for x, y in people]
+        for box in boxes:
+            for c in rng.choice(5, size=rng.integers(1, 3), replace=False):
+                gt.append((f"k{f}", box, int(c)))
+        for box in boxes + [tuple(b + rng.normal(0, 4, 4)) for b in np.asarray(boxes)]:
+            for c in range(6):
+                score = rng.choice([rng.random(), 0.5]) if tied else rng.random()  # 0.5: ties across keyframes
+                dets.append((f"k{f}", tuple(float(v) for v in box), c, float(score)))
+    rng.shuffle(dets)
+    dets = [tuple(d) for d in dets]
+    out = frame_ap(dets, gt)
+    reference = _official_reference(dets, gt)
+    assert out["per_class"] == pytest.approx(reference, abs=1e-12)
+    assert out["mAP"] == pytest.approx(np.mean(list(reference.values())))
+    assert out["mAP"] != pytest.approx(frame_ap(dets, gt, iou_threshold=0.7)["mAP"])
+
+
+def test_sort_and_keyframe_numbering_helpers_agree_with_their_plain_definitions():
+    from vthcl_lib.detection import _frame_codes, _group_then_score_order
+
+    rng = np.random.default_rng(1)
+    scores = rng.choice([0.1, 0.5, 0.7, 0.9], size=500)  # many ties: input order must survive
+    for keys in (rng.integers(0, 40, 500), rng.integers(0, 1 << 40, 500)):  # radix path and the general one
+        assert np.array_equal(_group_then_score_order(keys, scores), np.lexsort((-scores, keys)))
+    det, gt = np.array([0, 0, 1, 0, 2]), np.array([2, 7, 1, 7, -3])  # 7 and -3: keyframes without detections
+    assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 0, 1, 0, 2], [2, 3, 1, 3, 4]]
+    det, gt = np.array([3, 3, 5, 9, 9]), np.array([9, 4, 3, 4, 1])  # sorted ids with gaps (the fast path)
+    assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 0, 1, 2, 2], [2, 3, 0, 3, 4]]
+    det, gt = np.array(["b", "a", "b"]), np.array(["c", "a"])
+    assert [c.tolist() for c in _frame_codes(det, gt)] == [[0, 1, 0], [2, 1]]
+
+
+def test_frame_ap_names_bad_input():
+    with pytest.raises(ValueError, match="detection 0: box"):
+        frame_ap([("f", (0, 0, 1), 0, 0.5)], [("f", (0, 0, 1, 1), 0)])
+    with pytest.raises(ValueError, match=r"detection 0 is .*expected 4 fields"):
+        frame_ap([("f", (0, 0, 1, 1), 0)], [])
+    with pytest.raises(ValueError, match="ground-truth box 0 of keyframe"):
+        frame_ap([], [("f", (2, 0, 1, 1), 0)])
+    with pytest.raises(ValueError, match="detection scores holds NaN"):
+        frame_ap([("f", (0, 0, 1, 1), 0, float("nan"))], [("f", (0, 0, 1, 1), 0)])
+    with pytest.raises(ValueError, match="iou_threshold"):
+        frame_ap([], [], iou_threshold=0.0)
+
+
 # ------------------------------------------------------------------ the detector on the synthetic AVA-style set
 
 import numpy as np  # noqa: E402
@@ -177,6 +288,23 @@ def test_evaluate_detector_gives_map_1_for_perfect_scores_and_lower_when_swapped
     swapped = [("v,0001", boxes, np.array([[0.1, 0.9], [0.8, 0.2]]))]
     # each class's true box ranks second of two: precision 1/2 at full recall
     assert evaluate_detector(swapped, gt, [1, 2])["mAP"] == pytest.approx(0.5)
+
+
+def test_evaluate_detector_equals_frame_ap_on_the_same_rows():
+    rng = np.random.default_rng(2)
+    truth, predictions = [], []
+    for t in range(1, 6):
+        boxes = np.sort(rng.uniform(0, 1, (3, 2, 2)), axis=1).transpose(0, 2, 1).reshape(3, 4)[:, [0, 2, 1, 3]]
+        actions = tuple(frozenset(rng.choice([1, 2, 5, 9], size=2, replace=False).tolist()) for _ in range(3))
+        truth.append(AvaKeyframe("v", t, boxes.astype(np.float32), actions, np.ones(3, np.float32)))
+        noisy = np.clip(boxes + rng.normal(0, 0.05, boxes.shape), 0, 1)
+        predictions.append((f"v,{t:04d}", noisy, rng.random((3, 3))))
+    class_ids = [1, 2, 5]  # 9 is not scored: its true rows are left out
+    rows = [(key, box, class_ids[c], float(score[c])) for key, boxes, scores in predictions
+            for box, score in zip(boxes, scores) for c in range(3)]
+    gt = [(f"v,{k.timestamp:04d}", box, a) for k in truth for box, acts in zip(k.boxes, k.actions) for a in acts
+          if a in class_ids]
+    assert evaluate_detector(predictions, truth, class_ids) == frame_ap(rows, gt)
 
 
 def test_train_detector_runs_the_schedule_and_reports_map(ava_cfg):

@@ -1,4 +1,4 @@
-"""Benchmarks that print ratios measured in one run: ``python -m vthcl_lib.bench {data,train,flops} [...]``.
+"""Benchmarks that print ratios measured in one run: ``python -m vthcl_lib.bench {data,train,flops,metrics} [...]``.
 
 Taught in notebooks ``01_tempo_sampling`` (decode once) and ``04_memory_bank`` (the cost of
 negatives). Tests never assert on wall-clock time; these numbers go to the README.
@@ -19,10 +19,17 @@ negatives). Tests never assert on wall-clock time; these numbers go to the READM
 training job of a preset (forward + backward per training clip, forward per test clip, times the
 real datasets' sizes and the preset's epochs) and turns them into GPU hours at a *stated* sustained
 rate: an estimate to plan with until a GPU run measures clips/s (README, "The notebooks at full scale").
+
+``metrics`` times the AVA frame mAP (official matching, notebook ``08_action_detection``) on
+synthetic detections of AVA v2.2 val size and the Epic top-k (notebook ``09_action_anticipation``)
+at Epic-Kitchens-55 val size, each against the implementation the library had before (kept here,
+not in the library API), with the peak memory of each in its own process.
 """
 from __future__ import annotations
 
 import argparse
+import json
+from collections import defaultdict
 import statistics
 import subprocess
 import sys
@@ -33,6 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -41,7 +49,7 @@ from vthcl_lib.config import Config, resolve_config
 from vthcl_lib.contrastive import HierarchicalContrast
 from vthcl_lib.engine import VTHCLNet, build_optimizer
 from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, read_kinetics_csv
-from vthcl_lib.detection import detection_encoder_overrides
+from vthcl_lib.detection import box_iou, detection_encoder_overrides
 from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
@@ -346,6 +354,215 @@ def format_budget_report(preset: str, rows: list[dict], sustained_tflops: float)
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ metrics: the official AVA rule, sparse Epic top-k
+
+def frame_ap_before(detections, ground_truth, *, iou_threshold: float = 0.5) -> dict:
+    """The frame AP the library had before the official rule, kept here only to be measured against.
+
+    Per class, detections in descending score each took the UNMATCHED ground-truth box of highest
+    IoU (one ``box_iou`` call per detection, in Python); stable descending sort for the AP.
+    """
+    gt_by_class: dict = defaultdict(lambda: defaultdict(list))
+    for frame, box, cls in ground_truth:
+        gt_by_class[int(cls)][frame].append(box)
+    per_class = {}
+    for cls, frames in sorted(gt_by_class.items()):
+        gt_boxes = {f: torch.as_tensor(np.asarray(b, dtype=np.float32)).reshape(-1, 4) for f, b in frames.items()}
+        used = {f: np.zeros(len(b), dtype=bool) for f, b in gt_boxes.items()}
+        dets = sorted((d for d in detections if int(d[2]) == cls), key=lambda d: -float(d[3]))
+        scores, hits = [], []
+        for frame, box, _, score in dets:
+            hit = False
+            if frame in gt_boxes:
+                iou = box_iou(torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(1, 4), gt_boxes[frame])[0].numpy()
+                iou = np.where(used[frame], -1.0, iou)
+                best = int(iou.argmax())
+                if iou[best] >= iou_threshold:
+                    used[frame][best], hit = True, True
+            scores.append(float(score))
+            hits.append(hit)
+        order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+        flags = np.asarray(hits, dtype=bool)[order]
+        if flags.size == 0:
+            per_class[cls] = 0.0
+            continue
+        tp, num_gt = np.cumsum(flags), sum(len(b) for b in gt_boxes.values())
+        precision = np.concatenate([[0.0], tp / np.arange(1, len(flags) + 1), [0.0]])
+        recall = np.concatenate([[0.0], tp / num_gt, [tp[-1] / num_gt]])
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        changes = np.nonzero(recall[1:] != recall[:-1])[0] + 1
+        per_class[cls] = float(np.sum((recall[changes] - recall[changes - 1]) * precision[changes]))
+    return {"mAP": float(np.mean(list(per_class.values()))) if per_class else 0.0, "per_class": per_class}
+
+
+def anticipation_metrics_before(verb_logits: torch.Tensor, noun_logits: torch.Tensor, verbs: torch.Tensor,
+                                nouns: torch.Tensor, *, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """The Epic top-k the library had before: a dense ``[B, V * N]`` action matrix, then ``topk``."""
+    dense = (F.log_softmax(verb_logits.float(), dim=1)[:, :, None]
+             + F.log_softmax(noun_logits.float(), dim=1)[:, None, :]).flatten(1)
+    actions = verbs * noun_logits.shape[1] + nouns
+    out = {}
+    for name, scores, labels in (("verb", verb_logits, verbs), ("noun", noun_logits, nouns), ("action", dense, actions)):
+        for k in ks:
+            top = scores.topk(min(int(k), scores.shape[1]), dim=1).indices
+            out[f"{name}_top{k}"] = float((top == labels.reshape(-1, 1)).any(dim=1).float().mean())
+    return out
+
+
+# AVA v2.2 val: 64 movies x 897 keyframes (902..1798 s), 60 scored classes; Epic-Kitchens-55
+# anticipation val (RULSTM split): 4,979 segments, 125 verbs x 352 nouns = 44,000 actions.
+AVA_VAL_FRAMES, AVA_CLASSES = 64 * 897, 60
+EPIC_VAL_SEGMENTS, EPIC_VERBS, EPIC_NOUNS = 4_979, 125, 352
+
+
+def synthetic_ava_detections(num_frames: int, *, num_classes: int = AVA_CLASSES, seed: int = 0) -> dict[str, np.ndarray]:
+    """Ground truth and scored person boxes shaped like AVA val, as arrays (:func:`frame_ap_arrays`'s input).
+
+    Per keyframe 1 + Poisson(1.5) people (crowded frames up to ~10), each doing 1-3 actions drawn
+    from a skewed class distribution (AVA's is long-tailed); the detector finds each person with a
+    jittered box (IoU about 0.5-0.95) and adds Poisson(0.5) spurious boxes; every box scores every
+    class (what :func:`~vthcl_lib.detection.evaluate_detector` does), true actions scoring higher
+    on average.
+    """
+    rng = np.random.default_rng(seed)
+    people = 1 + rng.poisson(1.5, num_frames)
+    frame_of_person = np.repeat(np.arange(num_frames), people)
+    n = len(frame_of_person)
+    xy = rng.uniform(0.0, 0.7, (n, 2))
+    wh = rng.uniform(0.15, 0.3, (n, 2)) * np.array([1.0, 2.0])
+    gt_person = np.concatenate([xy, np.minimum(xy + wh, 1.0)], axis=1)
+    prior = 1.0 / np.arange(1, num_classes + 1) ** 1.1
+    actions = [rng.choice(num_classes, size=k, replace=False, p=prior / prior.sum()) for k in rng.integers(1, 4, n)]
+    counts = np.array([len(a) for a in actions])
+    gt_rows = np.repeat(np.arange(n), counts)
+    found = rng.random(n) < 0.95
+    jitter = gt_person[found] + rng.normal(0, 0.02, (int(found.sum()), 4))
+    spurious_frames = np.repeat(np.arange(num_frames), rng.poisson(0.5, num_frames))
+    spurious_xy = rng.uniform(0.0, 0.7, (len(spurious_frames), 2))
+    spurious = np.concatenate([spurious_xy, spurious_xy + rng.uniform(0.15, 0.3, (len(spurious_frames), 2))], axis=1)
+    det_frames_box = np.concatenate([frame_of_person[found], spurious_frames])
+    det_person = np.concatenate([np.nonzero(found)[0], np.full(len(spurious_frames), -1)])
+    order = np.argsort(det_frames_box, kind="stable")  # boxes grouped by keyframe, as a detector writes them
+    det_frames_box, det_person = det_frames_box[order], det_person[order]
+    det_box = np.concatenate([jitter, spurious])[order]
+    truth = np.zeros((len(det_box), num_classes), dtype=bool)
+    has_person = det_person >= 0
+    owner = np.repeat(np.arange(len(det_box))[has_person], counts[det_person[has_person]])
+    truth[owner, np.concatenate([actions[p] for p in det_person[has_person]])] = True
+    scores = 1.0 / (1.0 + np.exp(-(rng.normal(-2.0, 1.0, truth.shape) + 2.5 * truth)))
+    return {"det_frames": np.repeat(det_frames_box, num_classes), "det_boxes": np.repeat(det_box, num_classes, axis=0),
+            "det_classes": np.tile(np.arange(num_classes), len(det_box)), "det_scores": scores.reshape(-1),
+            "gt_frames": frame_of_person[gt_rows], "gt_boxes": gt_person[gt_rows],
+            "gt_classes": np.concatenate(actions)}
+
+
+def _as_tuples(data: dict[str, np.ndarray]) -> tuple[list, list]:
+    detections = list(zip(data["det_frames"].tolist(), data["det_boxes"].tolist(), data["det_classes"].tolist(),
+                          data["det_scores"].tolist()))
+    truth = list(zip(data["gt_frames"].tolist(), data["gt_boxes"].tolist(), data["gt_classes"].tolist()))
+    return detections, truth
+
+
+def _metrics_inputs(job: str, size: int, seed: int) -> tuple[Callable[[], dict], int]:
+    from vthcl_lib.anticipation import anticipation_metrics
+    from vthcl_lib.detection import frame_ap_arrays
+
+    if job.startswith("ava"):
+        data = synthetic_ava_detections(size, seed=seed)
+        if job == "ava_before":
+            detections, truth = _as_tuples(data)
+            return (lambda: frame_ap_before(detections, truth)), len(detections)
+        keys = ("det_frames", "det_boxes", "det_classes", "det_scores", "gt_frames", "gt_boxes", "gt_classes")
+        return (lambda: frame_ap_arrays(*(data[k] for k in keys))), len(data["det_scores"])
+    g = torch.Generator().manual_seed(seed)
+    verbs, nouns = torch.randint(0, EPIC_VERBS, (size,), generator=g), torch.randint(0, EPIC_NOUNS, (size,), generator=g)
+    verb_logits, noun_logits = torch.randn(size, EPIC_VERBS, generator=g), torch.randn(size, EPIC_NOUNS, generator=g)
+    rows = torch.arange(size)
+    verb_logits[rows, verbs] += 2.5  # some signal, so that the top-k are neither 0 nor 1
+    noun_logits[rows, nouns] += 2.5
+    metrics = anticipation_metrics_before if job == "epic_before" else anticipation_metrics
+    return (lambda: metrics(verb_logits, noun_logits, verbs, nouns)), size
+
+
+def _metrics_job(job: str, size: int, seed: int, repeats: int) -> dict[str, float]:
+    """One measurement, run in a fresh process by :func:`bench_metrics` so that its peak RSS is its own.
+
+    A tiny run first (imports, thread pools, allocator), then the best of ``repeats``; the peak is
+    the growth of the process's maximum RSS over the inputs, i.e. what the metric itself allocates,
+    and ``input_bytes`` what its inputs took (arrays for the library, Python tuples for the AVA
+    code before, whose API takes them).
+    """
+    import resource
+
+    torch.set_num_threads(1)  # spinning worker threads on shared cores would time the neighbours, not the metric
+    _metrics_inputs(job, 8, seed + 1)[0]()
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run, rows = _metrics_inputs(job, size, seed)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"seconds": min(seconds), "peak_bytes": (peak - base) * 1024, "input_bytes": (base - start_rss) * 1024,
+           "rows": rows}
+    out.update({k: v for k, v in result.items() if k != "per_class"})
+    return out
+
+
+def bench_metrics(*, ava_frames: int = AVA_VAL_FRAMES, before_frames: int = 1_000,
+                  epic_segments: int = EPIC_VAL_SEGMENTS, seed: int = 0) -> dict[str, object]:
+    """AVA frame mAP and Epic top-k, library against the implementation before: seconds and peak RSS growth.
+
+    Each measurement runs in its own process (peak memory is per process). The AVA code before
+    scans every detection once per class and calls ``box_iou`` once per detection: it is measured
+    on ``before_frames`` keyframes, next to the library on the same keyframes, and the library also
+    on all ``ava_frames``. The mAPs differ by the matching rule (official against best-unmatched).
+    """
+    def job(name: str, size: int, repeats: int = 3) -> dict[str, float]:
+        code = ("from vthcl_lib.bench import _metrics_job; import json; "
+                f"print(json.dumps(_metrics_job({name!r}, {size}, {seed}, {repeats})))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"metrics benchmark job {name} (size {size}) failed:\n{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return {"ava_frames": ava_frames, "before_frames": before_frames, "epic_segments": epic_segments,
+            "epic_actions": EPIC_VERBS * EPIC_NOUNS, "seed": seed,
+            "ava_full": job("ava", ava_frames, 1), "ava_subset": job("ava", before_frames),
+            "ava_subset_before": job("ava_before", before_frames, 1),
+            "epic": job("epic", epic_segments), "epic_before": job("epic_before", epic_segments)}
+
+
+def format_metrics_report(result: dict) -> str:
+    """:func:`bench_metrics`'s figures as the plain-text table the README quotes."""
+    mb = lambda b: b / 2**20  # noqa: E731
+    full, sub, old = result["ava_full"], result["ava_subset"], result["ava_subset_before"]
+    scale = result["ava_frames"] / result["before_frames"]
+    lines = [f"metrics benchmark (seed {result['seed']}, one thread): AVA frame mAP@0.5 on synthetic detections, "
+             f"60 classes; Epic top-k, {result['epic_actions']:,} actions",
+             f"  AVA, {result['ava_frames']:,} keyframes ({full['rows']:,} detections), official rule, library:",
+             f"    {full['seconds']:8.2f} s   peak RSS +{mb(full['peak_bytes']):8.1f} MiB   mAP {full['mAP']:.4f}"
+             f"   (inputs {mb(full['input_bytes']):.0f} MiB)",
+             f"  AVA, {result['before_frames']:,} keyframes ({sub['rows']:,} detections):",
+             f"    library (official rule)         {sub['seconds']:8.2f} s   peak RSS +{mb(sub['peak_bytes']):8.1f} MiB"
+             f"   mAP {sub['mAP']:.4f}   (inputs {mb(sub['input_bytes']):.0f} MiB)",
+             f"    before (best unmatched, loop)   {old['seconds']:8.2f} s   peak RSS +{mb(old['peak_bytes']):8.1f} MiB"
+             f"   mAP {old['mAP']:.4f}   (inputs {mb(old['input_bytes']):.0f} MiB)",
+             f"    ratio before / library          {old['seconds'] / sub['seconds']:8.1f}x",
+             f"    before, scaled linearly to {result['ava_frames']:,} keyframes: ~{old['seconds'] * scale / 60:.0f} min, "
+             f"~{old['input_bytes'] * scale / 2**30:.1f} GiB of input tuples (an extrapolation, not a measurement)"]
+    epic, before = result["epic"], result["epic_before"]
+    lines += [f"  Epic, {result['epic_segments']:,} segments:",
+              f"    library (action_rank)           {epic['seconds']:8.3f} s   peak RSS +{mb(epic['peak_bytes']):8.1f} MiB"
+              f"   action top-1/5 {epic['action_top1']:.4f} / {epic['action_top5']:.4f}",
+              f"    before (dense [B, V*N] + topk)  {before['seconds']:8.3f} s   peak RSS +{mb(before['peak_bytes']):8.1f} MiB"
+              f"   action top-1/5 {before['action_top1']:.4f} / {before['action_top5']:.4f}",
+              f"    ratio before / library          {before['seconds'] / epic['seconds']:8.1f}x time"]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vthcl_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -362,7 +579,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     flops.add_argument("--preset", default="paper_r18")
     flops.add_argument("--tflops", type=float, default=100.0, help="assumed sustained TFLOP/s per GPU")
     flops.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    metrics = sub.add_parser("metrics", help="AVA frame mAP and Epic top-k at full validation size, against the code before")
+    metrics.add_argument("--ava-frames", type=int, default=AVA_VAL_FRAMES, help="keyframes (AVA v2.2 val: 64 x 897)")
+    metrics.add_argument("--before-frames", type=int, default=1_000, help="keyframes for the slow code before")
+    metrics.add_argument("--epic-segments", type=int, default=EPIC_VAL_SEGMENTS, help="segments (Epic-55 val: 4,979)")
+    metrics.add_argument("--seed", type=int, default=0)
+    metrics.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.what == "metrics":
+        for name in ("ava_frames", "before_frames", "epic_segments"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name.replace('_', '-')}={getattr(args, name)}; expected a positive count")
+        result = bench_metrics(ava_frames=args.ava_frames, before_frames=args.before_frames,
+                               epic_segments=args.epic_segments, seed=args.seed)
+        print(format_metrics_report(result))
+        if args.json:
+            write_json_atomic(args.json, result)
+        return 0
     if args.what == "flops":
         if args.tflops <= 0:
             parser.error(f"--tflops={args.tflops}; expected a positive rate")
