@@ -31,9 +31,9 @@ def test_overrides_by_name_and_section():
 
 
 def test_strings_are_coerced_like_the_command_line():
-    cfg = apply_overrides(resolve_config("ci"), {"alpha": "4", "use_cache": "false", "decode_size": "24,32",
+    cfg = apply_overrides(resolve_config("ci"), {"alpha": "4", "use_cache": "false", "decode_size": "32,40",
                                                  "cache_dir": "none", "crop_scale": "0.5,1.0"})
-    assert cfg.data.alpha == 4 and cfg.data.use_cache is False and cfg.data.decode_size == (24, 32)
+    assert cfg.data.alpha == 4 and cfg.data.use_cache is False and cfg.data.decode_size == (32, 40)
     assert cfg.data.cache_dir is None and cfg.data.crop_scale == (0.5, 1.0)
 
 
