@@ -30,6 +30,7 @@ import os
 import random
 import re
 import time
+import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -225,14 +226,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     fix = f"move it aside (e.g. mv '{path}' '{path}.bad') to start this run afresh"
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip; an empty or cut file has no directory
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(f"checkpoint '{path}' is empty, truncated or not a checkpoint ({size} bytes, not "
+                              f"the zip archive torch.save writes); {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, EOFError, zip errors: all mean "unreadable"
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = (str(err).strip().splitlines() or [""])[0][:160] or type(err).__name__
         if "weights only load failed" in first.lower():
             what = "holds objects a vthcl checkpoint never holds (was it written by another program?)"
         else:
-            what = f"cannot be read ({type(err).__name__}: {first[:120]}); it is empty, truncated or corrupt"
+            what = f"is corrupt ({type(err).__name__}: {first})"
         raise CheckpointError(f"checkpoint '{path}' {what}; {fix}") from err
     missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
     if missing:
