@@ -98,6 +98,8 @@ class LineProgress:
                  unit: str = "it", disable: bool = False, interval_s: float = DEFAULT_INTERVAL_S,
                  stream=None, clock=time.monotonic, **_ignored: Any):
         self.iterable = iterable
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
         self.total = total
         self.desc, self.unit, self.disable = desc, unit, disable
         self.interval_s = interval_s
