@@ -441,6 +441,10 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"head={m.head!r}; expected 'mlp' or 'linear'")
     if m.levels not in (1, 2, 3):
         raise ValueError(f"levels={m.levels}; expected 1 ({{res5}}), 2 ({{res4, res5}}) or 3 ({{res3, res4, res5}})")
+    if cfg.seed < 0:
+        raise ValueError(f"seed={cfg.seed}; expected a whole number >= 0")
+    if m.head_hidden is not None and m.head_hidden < 1:
+        raise ValueError(f"head_hidden={m.head_hidden}; expected None (the level's width) or >= 1")
     if m.base_width < 1 or not 0 < m.fast_ratio <= 1 or m.embed_dim < 1:
         raise ValueError(f"base_width={m.base_width}, fast_ratio={m.fast_ratio}, embed_dim={m.embed_dim}: "
                          "expected base_width >= 1, 0 < fast_ratio <= 1, embed_dim >= 1")

@@ -71,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         metrics = pretrain(cfg, dist=dist)
     except ValueError as err:  # wrong settings or data (a missing data root, no GPU for device=cuda, ...)
-        return _fail(err, dist, 2)
+        return _fail(err, dist, 2, every_rank=False)
     except (RunError, BadVideoBudgetExceeded) as err:  # the run went wrong: diverged, unreadable or unsaved
-        return _fail(err, dist, 1)
+        return _fail(err, dist, 1, every_rank=False)
     except torch.OutOfMemoryError as err:
         return _fail(f"out of memory ({str(err).splitlines()[0]}); set micro_batch_size to a divisor of "
                      f"each rank's batch ({cfg.train.batch_size // dist.world_size}) to accumulate gradients", dist, 1)
@@ -91,10 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _fail(err: BaseException | str, dist: DistContext, code: int) -> int:
-    """One line per process on stderr (prefixed with the rank under torchrun), and the exit code."""
-    prefix = f"[rank {dist.rank}] " if dist.distributed else ""
-    print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
+def _fail(err: BaseException | str, dist: DistContext, code: int, *, every_rank: bool = True) -> int:
+    """The message on stderr, and the exit code.
+
+    Settings, data, checkpoint, save and divergence errors are the same on every rank (the engine
+    makes the ranks agree), so under torchrun rank 0 alone says them; the others (out of memory, a
+    local disk) are said by each rank that meets them, prefixed with its rank.
+    """
+    if dist.is_main or every_rank:
+        prefix = f"[rank {dist.rank}] " if dist.distributed and every_rank else ""
+        print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
     return code
 
 
