@@ -12,8 +12,8 @@ after a checkpoint and started again on the same ``run_dir`` redoes the unfinish
 and ends, on CPU, with weights bit-identical to an uninterrupted run.
 
 The run contract (DESIGN section 3): a checkpoint is reused or resumed when what defines the method
-and the data matches (:data:`IDENTITY_DATA`, the model and contrast sections, the seed, the
-dataset's identity), whatever the paths, workers, backend, cache or progress settings. On resume,
+and the data matches (the model and contrast sections, the data section but :data:`DATA_MECHANICS`,
+the seed, the dataset's identity), whatever the paths, workers, backend, cache or progress settings. On resume,
 ``epochs``, ``lr``, ``momentum``, ``weight_decay`` and ``warmup_epochs`` may change: they take
 effect from the resumed epoch and ``metrics.json`` lists them under ``resumes``; ``batch_size``,
 ``optimizer``, ``max_steps_per_epoch`` and the seed may not (:data:`REFUSED_TRAIN`). A non-finite
@@ -55,10 +55,10 @@ CHECKPOINT_NAME = "last.pt"
 SLOW_ENCODER_NAME = "slow_encoder.pt"
 CHECKPOINT_KEYS = ("model", "contrast", "optimizer", "scheduler", "scaler", "epoch", "history", "rng", "config")
 
-# what a checkpoint's data is: a change here would mix two runs (paths, workers, backend and cache are not)
-IDENTITY_DATA = ("pretrain_dataset", "window", "tau", "alpha", "short_video", "decode_size", "crop_size",
-                 "crop_scale", "color_jitter", "hue_jitter", "grayscale_prob", "channel_shuffle_prob",
-                 "color_per_view", "mean", "std")
+# data settings that say where and how the clips are read, not what they are: never compared (every
+# other data field -- dataset, tempo, crop, colour augmentation, normalisation -- is, new ones included)
+DATA_MECHANICS = ("data_root", "backend", "use_cache", "cache_dir", "num_workers", "failure_budget",
+                  "num_test_clips")
 # optimisation settings a resume may change: applied from the resumed epoch and recorded in metrics.json
 APPLIED_TRAIN = ("epochs", "lr", "momentum", "weight_decay", "warmup_epochs")
 # settings a resume may not change: the optimiser's state, the bank's batches or the schedule's steps
@@ -275,18 +275,18 @@ def dataset_identity(cfg: Config) -> dict[str, Any]:
 def _check_resumable(state: dict[str, Any], cfg: Config, path: Path) -> None:
     """Refuse a checkpoint whose method or data differ from ``cfg``'s: that would silently mix two runs.
 
-    Compared: the seed, the model and contrast sections, :data:`IDENTITY_DATA`, the dataset's
-    identity and :data:`REFUSED_TRAIN`; never paths, workers, backend, cache or progress.
+    Compared: the seed, the model and contrast sections, the data section but :data:`DATA_MECHANICS`,
+    the dataset's identity and :data:`REFUSED_TRAIN`; never paths, workers, backend, cache or progress.
     """
     stored, current = _plain(state["config"]), _plain(cfg.to_dict())
     hint = "use a new run_dir or the same settings"
-    for section in ("model", "contrast"):
-        if stored.get(section) != current[section]:
-            changed = sorted(k for k in current[section] if stored.get(section, {}).get(k) != current[section][k])
+    for section in ("model", "contrast", "data"):
+        old = stored.get(section, {})
+        # a field the checkpoint predates is not compared: it did not exist when the run was made
+        changed = sorted(k for k in current[section]
+                         if k in old and old[k] != current[section][k] and not (section == "data" and k in DATA_MECHANICS))
+        if changed:
             raise ValueError(f"'{path}' was written with other {section} settings ({', '.join(changed)}); {hint}")
-    changed = [k for k in IDENTITY_DATA if stored.get("data", {}).get(k) != current["data"][k]]
-    if changed:
-        raise ValueError(f"'{path}' was written with other data settings ({', '.join(changed)}); {hint}")
     if stored.get("seed") != current["seed"]:
         raise ValueError(f"'{path}' was written with seed={stored.get('seed')}, not {current['seed']}; {hint}")
     for key in REFUSED_TRAIN:
