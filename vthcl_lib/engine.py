@@ -68,19 +68,22 @@ REFUSED_TRAIN = ("batch_size", "optimizer", "max_steps_per_epoch")
 
 
 class RunError(RuntimeError):
-    """A run that cannot go on; the message names the file or the step and what to do."""
+    """A run that cannot go on; the message names the file or the step and what to do (notebook ``05_hierarchical_pretraining``)."""
 
 
 class CheckpointError(RunError):
-    """A checkpoint that cannot be read (empty, truncated, garbage, or not ours)."""
+    """A checkpoint that cannot be read: empty, truncated, garbage, or not ours (notebook ``05_hierarchical_pretraining``)."""
 
 
 class SaveError(RunError):
-    """A checkpoint or metrics file that could not be written (disk full, permission denied)."""
+    """A checkpoint or metrics file that could not be written: disk full, permission denied (notebook ``05_hierarchical_pretraining``)."""
 
 
 class TrainingDiverged(RunError):
-    """A non-finite loss or gradient: the run stopped before the optimiser step that would spread it."""
+    """A non-finite loss or gradient: the run stopped before the optimiser step that would spread it.
+
+    Notebook ``05_hierarchical_pretraining``.
+    """
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ def dataset_identity(cfg: Config) -> dict[str, Any]:
     of its ``train.csv`` and, for a synthetic corpus, of its generator stamp (``corpus.json``).
 
     Entries that cannot be read are left out (a downstream machine may hold the run but not the data).
+    Notebook ``05_hierarchical_pretraining``.
     """
     root = Path(cfg.data.data_root)
     out: dict[str, Any] = {"name": cfg.data.pretrain_dataset}
@@ -618,6 +622,7 @@ def checkpoint_is_complete(cfg: Config) -> bool:
     :func:`pretrain` resumes it or says why not). Raises :class:`CheckpointError` naming the file
     when it cannot be read. Paths, workers, backend and cache settings do not matter; a finished
     run trained with other optimisation settings (lr, ...) is reused with a warning naming them.
+    Notebooks ``06_action_recognition`` to ``10_instance_correspondence_map`` (through :func:`ensure_pretrained`).
     """
     path = Path(cfg.run_dir) / "checkpoints" / CHECKPOINT_NAME
     if not path.exists():

@@ -35,7 +35,10 @@ _forced_mode = "auto"
 
 
 def set_progress_mode(mode: str = "auto") -> None:
-    """Force ``"widgets"``, ``"terminal"`` or ``"lines"`` for every later bar (``"auto"``: detect again)."""
+    """Force ``"widgets"``, ``"terminal"`` or ``"lines"`` for every later bar (``"auto"``: detect again).
+
+    Notebook ``05_hierarchical_pretraining``.
+    """
     global _forced_mode
     if mode not in MODES:
         raise ValueError(f"progress mode={mode!r}; expected one of {MODES}")
@@ -66,7 +69,10 @@ def _parent_cmdline() -> str:
 
 
 def choose_mode(*, in_kernel: bool, parent_cmdline: str, stderr_is_tty: bool) -> str:
-    """The display for these circumstances (see the module docstring); a pure function, for the tests."""
+    """The display for these circumstances (see the module docstring); a pure function, for the tests.
+
+    Notebook ``05_hierarchical_pretraining``.
+    """
     if in_kernel:
         cmd = parent_cmdline.lower()
         if any(name in cmd for name in HEADLESS_RUNNERS):
@@ -76,7 +82,7 @@ def choose_mode(*, in_kernel: bool, parent_cmdline: str, stderr_is_tty: bool) ->
 
 
 def current_mode() -> str:
-    """The mode :func:`progress_bar` uses now."""
+    """The mode :func:`progress_bar` uses now (notebook ``05_hierarchical_pretraining``)."""
     if _forced_mode != "auto":
         return _forced_mode
     in_kernel = _in_kernel()
@@ -92,7 +98,10 @@ def _clock(seconds: float) -> str:
 
 
 class LineProgress:
-    """A tqdm-like bar that writes plain lines: ``desc: n/total (p%) rate unit/s, elapsed, ETA, postfix``."""
+    """A tqdm-like bar that writes plain lines: ``desc: n/total (p%) rate unit/s, elapsed, ETA, postfix``.
+
+    Notebook ``05_hierarchical_pretraining`` (its log under papermill).
+    """
 
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
                  unit: str = "it", disable: bool = False, interval_s: float = DEFAULT_INTERVAL_S,
