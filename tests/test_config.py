@@ -31,9 +31,9 @@ def test_overrides_by_name_and_section():
 
 
 def test_strings_are_coerced_like_the_command_line():
-    cfg = apply_overrides(resolve_config("ci"), {"alpha": "4", "use_cache": "false", "decode_size": "24,32",
+    cfg = apply_overrides(resolve_config("ci"), {"alpha": "4", "use_cache": "false", "decode_size": "32,40",
                                                  "cache_dir": "none", "crop_scale": "0.5,1.0"})
-    assert cfg.data.alpha == 4 and cfg.data.use_cache is False and cfg.data.decode_size == (24, 32)
+    assert cfg.data.alpha == 4 and cfg.data.use_cache is False and cfg.data.decode_size == (32, 40)
     assert cfg.data.cache_dir is None and cfg.data.crop_scale == (0.5, 1.0)
 
 
@@ -173,3 +173,49 @@ def test_config_table_shows_the_run_and_only_the_named_sections():
     for bad in (["dataa"], "data"):
         with pytest.raises(ValueError, match="sections=.*expected a list of sections among data, synthetic"):
             config_table(cfg, bad)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"checkpoint_every": 0}, "checkpoint_every=0"),
+    ({"max_steps_per_epoch": -5}, "max_steps_per_epoch=-5"),
+    ({"warmup_epochs": -1}, "warmup_epochs=-1"),
+    ({"failure_budget": -1}, "failure_budget=-1"),
+    ({"lr": float("inf")}, "lr=inf; expected a finite number"),
+    ({"lr": "nan"}, "lr=nan"),
+    ({"lr": 0}, "lr=0"),
+    ({"temperature": 0}, "temperature=0"),
+    ({"temperature": "inf"}, "temperature=inf"),
+    ({"level_weights": (1.0, 1.0, -1.0)}, "level_weights"),
+    ({"level_weights": (1.0, 0.0, 0.0), "levels": 2}, "at least one > 0 among the 2 used"),
+    ({"crop_size": 48}, "crop_size=48 is larger than decode_size=.32, 32."),
+    ({"num_workers": -2}, "num_workers=-2"),
+    ({"momentum": 1.5}, "momentum=1.5"),
+    ({"weight_decay": -1e-4}, "weight_decay=-0.0001"),
+    ({"micro_batch_size": 0}, "micro_batch_size=0"),
+    ({"micro_batch_size": 16}, "micro_batch_size=16"),
+    ({"micro_batch_size": 2, "in_batch_negatives": True}, "in_batch_negatives=false"),
+    ({"micro_batch_size": 2, "negatives": "per_query"}, "negatives='shared'"),
+    ({"grayscale_prob": 1.5}, "grayscale_prob=1.5"),
+    ({"std": (0.2, 0.0, 0.2)}, "std="),
+    ({"num_test_clips": 0}, "num_test_clips=0"),
+    ({"finetune_lr": "inf"}, "finetune_lr=inf"),
+    ({"finetune_warmup_epochs": -1}, "finetune_warmup_epochs=-1"),
+    ({"detection_momentum": -0.1}, "detection_momentum=-0.1"),
+    ({"probe_weight_decay": -1}, "probe_weight_decay=-1"),
+    ({"head_hidden": 0}, "head_hidden=0"),
+    ({"seed": -1}, "seed=-1"),
+])
+def test_numeric_settings_are_refused_before_any_data_is_read(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        resolve_config("ci", **overrides)
+    # the command line goes through the same validation (strings, as typed)
+    with pytest.raises(ValueError, match=message):
+        config_from_params({"preset": "ci", **{k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+                                               for k, v in overrides.items()}})
+
+
+def test_numeric_edge_values_that_work_are_accepted():
+    cfg = resolve_config("ci", max_steps_per_epoch=0, warmup_epochs=0, failure_budget=0, crop_size=32,
+                         micro_batch_size=2, level_weights=(0.0, 0.0, 1.0), momentum=0)
+    assert cfg.train.max_steps_per_epoch == 0  # 0, like None: no cap
+    assert cfg.train.micro_batch_size == 2 and resolve_config("paper_r50", micro_batch_size=32).train.batch_size == 256

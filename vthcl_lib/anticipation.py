@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.config import Config
 from vthcl_lib.datasets import build_epic_datasets
@@ -166,7 +166,7 @@ def predict_segments(model: AnticipationModel, dataset: Any, *, batch_size: int,
     """Logits and labels of every segment: ``{"verb_logits", "noun_logits", "verbs", "nouns"}`` (notebook ``09_action_anticipation``)."""
     model.eval()
     parts: dict[str, list] = {"verb_logits": [], "noun_logits": [], "verbs": [], "nouns": []}
-    for clips, verbs, nouns, _ in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False),
+    for clips, verbs, nouns, _ in progress_bar(DataLoader(dataset, batch_size=batch_size, shuffle=False),
                                        desc="anticipate", disable=not progress, leave=False):
         verb_logits, noun_logits = model(clips.to(device))
         for key, value in zip(parts, (verb_logits.float().cpu(), noun_logits.float().cpu(), verbs, nouns)):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.video import VideoDecodeError, check_backend, check_size, probe, read_frames
 
@@ -133,11 +133,11 @@ class FrameCache:
         ``workers > 1`` decodes in a pool of freshly spawned processes (each opens its own readers;
         spawned, not forked, because a fork after torch ran its OpenMP pool deadlocks). A failure
         raises :class:`VideoDecodeError` naming the file unless ``skip_bad=True``, in which case it
-        is collected in the returned dict. ``progress`` shows a ``tqdm`` bar. Notebook ``00_setup_and_data``.
+        is collected in the returned dict. ``progress`` shows a progress bar. Notebook ``00_setup_and_data``.
         """
         todo = [Path(p) for p in dict.fromkeys(str(p) for p in paths) if not self.is_cached(p)]
         failures: dict[str, str] = {}
-        bar = tqdm(total=len(todo), desc="caching frames", unit="video", disable=not progress)
+        bar = progress_bar(total=len(todo), desc="caching frames", unit="video", disable=not progress)
         try:
             if workers > 1 and len(todo) > 1:
                 context = multiprocessing.get_context("spawn")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -120,9 +121,12 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (autocast; CUDA only)
     channels_last: bool = False  # channels_last_3d on CUDA
     sync_bn: bool = False  # SyncBatchNorm under torchrun
-    max_steps_per_epoch: int | None = None  # cap for quick checks and benchmarks
+    max_steps_per_epoch: int | None = None  # cap for quick checks and benchmarks; None or 0: no cap
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always saves)
     progress: bool = True
+    # gradient accumulation: each rank's share of the batch runs in pieces of this size (None: at once);
+    # the global batch, the step's negatives and the once-per-step bank update stay those of batch_size
+    micro_batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +405,7 @@ def validate(cfg: Config) -> None:
     from vthcl_lib.tempo import SHORT_VIDEO_RULES, check_tempo
     from vthcl_lib.video import check_backend, check_size
 
+    _check_finite(cfg)
     d = cfg.data
     check_tempo(d.window, d.tau, d.alpha)
     if d.short_video not in SHORT_VIDEO_RULES:
@@ -409,6 +414,22 @@ def validate(cfg: Config) -> None:
     check_size(d.decode_size, "decode_size")
     if d.crop_size < 8:
         raise ValueError(f"crop_size={d.crop_size} is too small; expected >= 8")
+    if d.decode_size is not None and d.crop_size > min(d.decode_size):
+        raise ValueError(f"crop_size={d.crop_size} is larger than decode_size={tuple(d.decode_size)}; "
+                         "expected crop_size <= the smaller decoded side")
+    if d.color_jitter < 0 or not 0 <= d.hue_jitter <= 0.5:
+        raise ValueError(f"color_jitter={d.color_jitter}, hue_jitter={d.hue_jitter}: "
+                         "expected color_jitter >= 0 and 0 <= hue_jitter <= 0.5")
+    for name in ("grayscale_prob", "channel_shuffle_prob"):
+        if not 0 <= getattr(d, name) <= 1:
+            raise ValueError(f"{name}={getattr(d, name)}; expected a probability in [0, 1]")
+    if any(s <= 0 for s in d.std):
+        raise ValueError(f"std={d.std}; expected values > 0 (frames are divided by it)")
+    for name in ("num_workers", "failure_budget"):
+        if getattr(d, name) < 0:
+            raise ValueError(f"{name}={getattr(d, name)}; expected a whole number >= 0")
+    if d.num_test_clips < 1:
+        raise ValueError(f"num_test_clips={d.num_test_clips}; expected >= 1")
     if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
         raise ValueError(f"crop_scale={d.crop_scale}; expected 0 < low <= high <= 1")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
@@ -420,6 +441,10 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"head={m.head!r}; expected 'mlp' or 'linear'")
     if m.levels not in (1, 2, 3):
         raise ValueError(f"levels={m.levels}; expected 1 ({{res5}}), 2 ({{res4, res5}}) or 3 ({{res3, res4, res5}})")
+    if cfg.seed < 0:
+        raise ValueError(f"seed={cfg.seed}; expected a whole number >= 0")
+    if m.head_hidden is not None and m.head_hidden < 1:
+        raise ValueError(f"head_hidden={m.head_hidden}; expected None (the level's width) or >= 1")
     if m.base_width < 1 or not 0 < m.fast_ratio <= 1 or m.embed_dim < 1:
         raise ValueError(f"base_width={m.base_width}, fast_ratio={m.fast_ratio}, embed_dim={m.embed_dim}: "
                          "expected base_width >= 1, 0 < fast_ratio <= 1, embed_dim >= 1")
@@ -434,9 +459,40 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"{name}={value!r}; expected one of {allowed}")
     if len(c.level_weights) != 3:
         raise ValueError(f"level_weights={c.level_weights} needs 3 values (res3, res4, res5)")
+    used = c.level_weights[3 - m.levels:]  # the last D weights are the ones trained with
+    if any(w < 0 for w in c.level_weights) or not any(w > 0 for w in used):
+        raise ValueError(f"level_weights={c.level_weights} with levels={m.levels}: expected weights >= 0 and "
+                         f"at least one > 0 among the {m.levels} used")
     if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
         raise ValueError(f"epochs={t.epochs}, batch_size={t.batch_size}, lr={t.lr}: expected positive values")
+    if not 0 <= t.momentum < 1 or t.weight_decay < 0 or t.warmup_epochs < 0:
+        raise ValueError(f"momentum={t.momentum}, weight_decay={t.weight_decay}, warmup_epochs={t.warmup_epochs}: "
+                         "expected 0 <= momentum < 1, weight_decay >= 0, warmup_epochs >= 0")
+    if t.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={t.checkpoint_every}; expected a whole number of epochs >= 1 "
+                         "(the last epoch always saves)")
+    if t.max_steps_per_epoch is not None and t.max_steps_per_epoch < 0:
+        raise ValueError(f"max_steps_per_epoch={t.max_steps_per_epoch}; expected >= 0 (None or 0: no cap)")
+    if t.micro_batch_size is not None:
+        if not 1 <= t.micro_batch_size <= t.batch_size:
+            raise ValueError(f"micro_batch_size={t.micro_batch_size}; expected None or 1..batch_size={t.batch_size}")
+        if c.in_batch_negatives or c.negatives != "shared":
+            # both read the whole batch at once: a micro-batch would see other negatives
+            raise ValueError(f"micro_batch_size={t.micro_batch_size} needs negatives='shared' and "
+                             f"in_batch_negatives=false (got {c.negatives!r}, {c.in_batch_negatives})")
     f, p = cfg.finetune, cfg.probe
+    for prefix, momentum, decay, warmup in (
+            ("finetune", f.finetune_momentum, f.finetune_weight_decay, f.finetune_warmup_epochs),
+            ("detection", cfg.detection.detection_momentum, cfg.detection.detection_weight_decay,
+             cfg.detection.detection_warmup_epochs),
+            ("anticipation", cfg.anticipation.anticipation_momentum, cfg.anticipation.anticipation_weight_decay,
+             cfg.anticipation.anticipation_warmup_epochs)):
+        if not 0 <= momentum < 1 or decay < 0 or warmup < 0:
+            raise ValueError(f"{prefix}_momentum={momentum}, {prefix}_weight_decay={decay}, "
+                             f"{prefix}_warmup_epochs={warmup}: expected 0 <= momentum < 1, weight decay >= 0, "
+                             "warm-up >= 0")
+    if p.probe_weight_decay < 0:
+        raise ValueError(f"probe_weight_decay={p.probe_weight_decay}; expected >= 0")
     if f.finetune_epochs < 1 or f.finetune_batch_size < 1 or f.finetune_lr <= 0:
         raise ValueError(f"finetune_epochs={f.finetune_epochs}, finetune_batch_size={f.finetune_batch_size}, "
                          f"finetune_lr={f.finetune_lr}: expected positive values")
@@ -483,6 +539,17 @@ def validate(cfg: Config) -> None:
     check_synthetic_config(cfg.synthetic)
 
 
+def _check_finite(cfg: Config) -> None:
+    """Every float setting (alone or in a tuple) must be a finite number: ``lr=inf`` or ``nan`` never runs."""
+    for section in [cfg, *_sections(cfg).values()]:
+        for f in fields(section):
+            value = getattr(section, f.name)
+            items = value if isinstance(value, tuple) else (value,)
+            for item in items:
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ValueError(f"{f.name}={value!r}; expected a finite number")
+
+
 def resolve_config(
     preset: str | None = None,
     *,
@@ -524,7 +591,10 @@ def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file '{path}' does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file '{path}' is not valid YAML: {' '.join(str(err).split())}") from err
     if not isinstance(raw, dict):
         raise ValueError(f"config file '{path}' must hold a mapping of NAME: value, got {type(raw).__name__}")
     return {str(k).lower(): v for k, v in raw.items()}

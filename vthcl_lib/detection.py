@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.config import Config
 from vthcl_lib.datasets import AvaKeyframe, build_ava_datasets, collate_keyframes, keyframe_key
@@ -398,7 +398,7 @@ def predict_boxes(model: ActionDetector, dataset: Any, *, batch_size: int, devic
     model.eval()
     out = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_keyframes)
-    for clips, rois, _, keys in tqdm(loader, desc="score boxes", disable=not progress, leave=False):
+    for clips, rois, _, keys in progress_bar(loader, desc="score boxes", disable=not progress, leave=False):
         scores = torch.sigmoid(model(clips.to(device), rois.to(device)).float()).cpu()
         for b, key in enumerate(keys):
             mine = rois[:, 0] == b

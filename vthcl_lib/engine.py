@@ -10,15 +10,28 @@ window and augmentation of each clip, each step's negatives), and checkpoints ar
 ends holding model, heads, banks, optimiser, schedule, RNG states and the history. A run killed
 after a checkpoint and started again on the same ``run_dir`` redoes the unfinished epoch exactly
 and ends, on CPU, with weights bit-identical to an uninterrupted run.
+
+The run contract (DESIGN section 3): a checkpoint is reused or resumed when what defines the method
+and the data matches (the model and contrast sections, the data section but :data:`DATA_MECHANICS`,
+the seed, the dataset's identity), whatever the paths, workers, backend, cache or progress settings. On resume,
+``epochs``, ``lr``, ``momentum``, ``weight_decay`` and ``warmup_epochs`` may change: they take
+effect from the resumed epoch and ``metrics.json`` lists them under ``resumes``; ``batch_size``,
+``optimizer``, ``max_steps_per_epoch`` and the seed may not (:data:`REFUSED_TRAIN`). A non-finite
+loss or gradient stops the run at that step (:class:`TrainingDiverged`); an unreadable checkpoint
+(:class:`CheckpointError`) or a failed save (:class:`SaveError`) stops it with the file's name.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
 import random
+import re
 import time
+import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,18 +41,49 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm.auto import tqdm
 
-from vthcl_lib.config import Config
+from vthcl_lib.config import Config, validate
 from vthcl_lib.contrastive import HierarchicalContrast
 from vthcl_lib.datasets import build_pretrain_dataset
 from vthcl_lib.environment import resolve_device, seed_everything
 from vthcl_lib.models import build_heads, encoder_from_config, levels_for
+from vthcl_lib.progress import progress_bar
 from vthcl_lib.runs import save_metrics, write_json_atomic
 
 LOGGER = logging.getLogger("vthcl_lib.engine")
 CHECKPOINT_NAME = "last.pt"
 SLOW_ENCODER_NAME = "slow_encoder.pt"
+CHECKPOINT_KEYS = ("model", "contrast", "optimizer", "scheduler", "scaler", "epoch", "history", "rng", "config")
+
+# data settings that say where and how the clips are read, not what they are: never compared (every
+# other data field -- dataset, tempo, crop, colour augmentation, normalisation -- is, new ones included)
+DATA_MECHANICS = ("data_root", "backend", "use_cache", "cache_dir", "num_workers", "failure_budget",
+                  "num_test_clips")
+# optimisation settings a resume may change: applied from the resumed epoch and recorded in metrics.json
+APPLIED_TRAIN = ("epochs", "lr", "momentum", "weight_decay", "warmup_epochs")
+# settings a resume may not change: the optimiser's state, the bank's batches or the schedule's steps
+# would no longer fit (precision, channels_last, sync_bn, micro_batch_size, checkpoint_every and
+# progress are mechanics: never compared)
+REFUSED_TRAIN = ("batch_size", "optimizer", "max_steps_per_epoch")
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message names the file or the step and what to do (notebook ``05_hierarchical_pretraining``)."""
+
+
+class CheckpointError(RunError):
+    """A checkpoint that cannot be read: empty, truncated, garbage, or not ours (notebook ``05_hierarchical_pretraining``)."""
+
+
+class SaveError(RunError):
+    """A checkpoint or metrics file that could not be written: disk full, permission denied (notebook ``05_hierarchical_pretraining``)."""
+
+
+class TrainingDiverged(RunError):
+    """A non-finite loss or gradient: the run stopped before the optimiser step that would spread it.
+
+    Notebook ``05_hierarchical_pretraining``.
+    """
 
 
 @dataclass(frozen=True)
@@ -128,43 +172,143 @@ def make_loader(dataset, cfg: Config, dist: DistContext, epoch: int, device: tor
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # plain ints and tensors only, so a checkpoint loads with torch.load(weights_only=True)
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """``torch.save`` through a temp file and a rename: a kill never leaves a half-written checkpoint."""
+    """``torch.save`` through a temp file, fsync and a rename: a kill or a full disk never leaves a half file.
+
+    Raises :class:`SaveError` naming ``path`` when the write fails (disk full, permission denied);
+    the previous file at ``path`` is then untouched. Notebook ``05_hierarchical_pretraining``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(payload, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports ENOSPC as a RuntimeError
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        kept = "the previous checkpoint there is unchanged" if path.exists() else "nothing was written"
+        raise SaveError(f"could not write '{path}': {reason}; {kept}. Free disk space or fix the folder's "
+                        "permissions, then run the same command again to resume") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return path
 
 
-def _check_resumable(stored: dict[str, Any], cfg: Config, path: Path) -> None:
-    """Refuse to resume a run whose model, objective or data differ: that would silently mix two runs."""
-    current = cfg.to_dict()
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint of ours, read with ``torch.load(weights_only=True)``: tensors and plain Python only.
+
+    Raises :class:`CheckpointError` naming the file when it is empty, truncated, garbage or not a
+    vthcl pre-training checkpoint. Notebook ``05_hierarchical_pretraining``.
+    """
+    path = Path(path)
+    fix = f"move it aside (e.g. mv '{path}' '{path}.bad') to start this run afresh"
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip; an empty or cut file has no directory
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(f"checkpoint '{path}' is empty, truncated or not a checkpoint ({size} bytes, not "
+                              f"the zip archive torch.save writes); {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, EOFError, zip errors: all mean "unreadable"
+        first = (str(err).strip().splitlines() or [""])[0][:160] or type(err).__name__
+        if "weights only load failed" in first.lower():
+            what = "holds objects a vthcl checkpoint never holds (was it written by another program?)"
+        else:
+            what = f"is corrupt ({type(err).__name__}: {first})"
+        raise CheckpointError(f"checkpoint '{path}' {what}; {fix}") from err
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' is not a vthcl pre-training checkpoint (it lacks "
+                              f"{', '.join(missing)}); {fix}")
+    return state
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples -> lists, so stored and current settings compare equal
+
+
+def dataset_identity(cfg: Config) -> dict[str, Any]:
+    """What the pre-training videos are, independent of where they lie: the dataset's name, a SHA-256
+    of its ``train.csv`` and, for a synthetic corpus, of its generator stamp (``corpus.json``).
+
+    Entries that cannot be read are left out (a downstream machine may hold the run but not the data).
+    Notebook ``05_hierarchical_pretraining``.
+    """
+    root = Path(cfg.data.data_root)
+    out: dict[str, Any] = {"name": cfg.data.pretrain_dataset}
+    csv_path = root / cfg.data.pretrain_dataset / "train.csv"
+    if csv_path.is_file():
+        out["train_csv_sha256"] = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    stamp = root / "corpus.json"
+    if stamp.is_file():
+        try:
+            record = json.loads(stamp.read_text())
+            key = json.dumps({"version": record.get("version"), "config": record.get("config")}, sort_keys=True)
+            out["corpus_sha256"] = hashlib.sha256(key.encode()).hexdigest()
+        except (ValueError, AttributeError):
+            pass
+    return out
+
+
+def _check_resumable(state: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Refuse a checkpoint whose method or data differ from ``cfg``'s: that would silently mix two runs.
+
+    Compared: the seed, the model and contrast sections, the data section but :data:`DATA_MECHANICS`,
+    the dataset's identity and :data:`REFUSED_TRAIN`; never paths, workers, backend, cache or progress.
+    """
+    stored, current = _plain(state["config"]), _plain(cfg.to_dict())
+    hint = "use a new run_dir or the same settings"
     for section in ("model", "contrast", "data"):
-        if stored.get(section) != current[section]:
-            changed = sorted(k for k in current[section] if stored.get(section, {}).get(k) != current[section][k])
-            raise ValueError(f"'{path}' was written with other {section} settings ({', '.join(changed)}); "
-                             "use a new run_dir or the same settings")
-    if stored["train"]["batch_size"] != cfg.train.batch_size:
-        raise ValueError(f"'{path}' was written with batch_size={stored['train']['batch_size']}, not {cfg.train.batch_size}")
+        old = stored.get(section, {})
+        # a field the checkpoint predates is not compared: it did not exist when the run was made
+        changed = sorted(k for k in current[section]
+                         if k in old and old[k] != current[section][k] and not (section == "data" and k in DATA_MECHANICS))
+        if changed:
+            raise ValueError(f"'{path}' was written with other {section} settings ({', '.join(changed)}); {hint}")
+    if stored.get("seed") != current["seed"]:
+        raise ValueError(f"'{path}' was written with seed={stored.get('seed')}, not {current['seed']}; {hint}")
+    for key in REFUSED_TRAIN:
+        old, new = stored.get("train", {}).get(key), current["train"][key]
+        if old != new:
+            raise ValueError(f"'{path}' was written with {key}={old!r}, not {new!r}; {key} cannot change on "
+                             f"resume; {hint}")
+    here, there = dataset_identity(cfg), state.get("dataset") or {}
+    differ = sorted(k for k in here.keys() & there.keys() if here[k] != there[k])
+    if differ:
+        raise ValueError(f"'{path}' was trained on other videos than data_root='{cfg.data.data_root}' holds "
+                         f"({', '.join(differ)} differ); {hint}")
+
+
+def _applied_changes(state: dict[str, Any], cfg: Config) -> dict[str, list]:
+    """The :data:`APPLIED_TRAIN` settings ``cfg`` changes against the checkpoint: name -> [old, new]."""
+    stored, current = _plain(state["config"]).get("train", {}), _plain(cfg.to_dict())["train"]
+    return {k: [stored.get(k), current[k]] for k in APPLIED_TRAIN if stored.get(k) != current[k]}
 
 
 def bank_digest(contrast: HierarchicalContrast) -> str:
@@ -199,20 +343,134 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def _any_rank(flag: bool, dist: DistContext, device: torch.device) -> bool:
+    """True when ``flag`` is True on any rank (every rank gets the same answer, so all stop together)."""
+    if not dist.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def accumulate_gradients(model: nn.Module, contrast: HierarchicalContrast, slow: torch.Tensor, fast: torch.Tensor,
+                         index: torch.Tensor, *, negatives_seed: int, micro_batch_size: int | None = None,
+                         precision: str = "fp32", scaler: torch.amp.GradScaler | None = None,
+                         ) -> tuple[dict[str, float], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Forward and backward of one (per-rank) batch, whole or in micro-batches; gradients add up in ``.grad``.
+
+    Notebook ``05_hierarchical_pretraining``. Each micro-batch's loss is weighted by its share of
+    the batch, and each draws the step's negatives from a generator seeded with ``negatives_seed``,
+    so every micro-batch meets the same shared negatives and reads the same, not yet updated, banks:
+    the summed gradients equal the whole batch's. Not with BatchNorm in training mode: it normalises
+    each micro-batch by that micro-batch's own mean and variance, so a BN model's gradients (and its
+    running statistics) differ slightly; the NCE loss also estimates its Z from the first micro-batch
+    only. Under DDP the gradients are all-reduced once, on the last micro-batch. Returns the batch's
+    mean stats and its detached embeddings per level (for the bank update, once per step).
+    """
+    batch = slow.shape[0]
+    size = micro_batch_size or batch
+    if batch % size:
+        raise ValueError(f"micro_batch_size={size} must divide each rank's batch of {batch}")
+    device = slow.device
+    starts = list(range(0, batch, size))
+    sums: dict[str, float] = {}
+    feats_slow: dict[str, list[torch.Tensor]] = {}
+    feats_fast: dict[str, list[torch.Tensor]] = {}
+    for i, start in enumerate(starts):
+        part = slice(start, start + size)
+        sync = i == len(starts) - 1 or not hasattr(model, "no_sync")
+        with nullcontext() if sync else model.no_sync():
+            with _autocast(device, precision):
+                z_slow, z_fast = model(slow[part], fast[part])
+            z_slow = {k: v.float() for k, v in z_slow.items()}
+            z_fast = {k: v.float() for k, v in z_fast.items()}
+            generator = torch.Generator(device=device).manual_seed(negatives_seed)
+            loss, stats = contrast(z_slow, z_fast, index[part], generator=generator)
+            loss = loss * (size / batch) if size != batch else loss
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+        for k in z_slow:
+            feats_slow.setdefault(k, []).append(z_slow[k].detach())
+            feats_fast.setdefault(k, []).append(z_fast[k].detach())
+    stats = {k: v / len(starts) for k, v in sums.items()}
+    return stats, {k: torch.cat(v) for k, v in feats_slow.items()}, {k: torch.cat(v) for k, v in feats_fast.items()}
+
+
+def _level_of(name: str) -> str:
+    found = re.search(r"res\d", name)
+    return found.group(0) if found else "stem"
+
+
+def non_finite_report(stats: dict[str, float], net: nn.Module, levels: tuple[str, ...], *,
+                      check_grads: bool = True) -> str | None:
+    """What is not finite after a backward pass, naming the level; None when the loss and gradients are fine.
+
+    Notebook ``05_hierarchical_pretraining``. Cheap when all is well: one norm over all gradients.
+    """
+    bad = [k for k in levels if not (math.isfinite(stats[f"{k}/loss_slow"]) and math.isfinite(stats[f"{k}/loss_fast"]))]
+    if bad or not math.isfinite(stats["loss"]):
+        values = ", ".join(f"{k}/loss_{v}={stats[f'{k}/loss_{v}']:.4g}" for k in bad for v in ("slow", "fast"))
+        return (f"the loss is not finite (loss={stats['loss']}) at level {', '.join(bad) or 'sum'}"
+                + (f" ({values})" if values else ""))
+    if not check_grads:
+        return None
+    named = [(n, p.grad) for n, p in net.named_parameters() if p.grad is not None]
+    if not named:
+        return None
+    total = torch.nn.utils.get_total_norm([g for _, g in named], error_if_nonfinite=False)
+    if torch.isfinite(total):
+        return None
+    for name, grad in named:  # the slow path, once: which parameter, which level
+        if not torch.isfinite(grad).all():
+            return f"a gradient is not finite at level {_level_of(name)} (first: {name})"
+    return "the gradient norm is not finite (it overflows)"
+
+
+def _apply_changes(optimizer, scheduler, cfg: Config, factor: float) -> None:
+    """After loading the optimiser and schedule: the config's lr, momentum and weight decay from now on."""
+    t = cfg.train
+    for group in optimizer.param_groups:
+        group["initial_lr"] = t.lr
+        group["weight_decay"] = t.weight_decay
+        if "momentum" in group:
+            group["momentum"] = t.momentum
+        group["lr"] = t.lr * factor  # the (possibly new) schedule at the resumed step
+    scheduler.base_lrs = [t.lr for _ in optimizer.param_groups]
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
 def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
     """Run (or resume) VTHCL pre-training as ``cfg`` says; returns the metrics written to ``run_dir/metrics.json``.
 
     Checkpoints go to ``run_dir/checkpoints/last.pt`` (atomic; every ``checkpoint_every`` epochs and
     at the end), the slow encoder alone to ``run_dir/checkpoints/slow_encoder.pt`` for downstream
-    use. Started again on the same ``run_dir`` it resumes. Notebook ``05_hierarchical_pretraining``.
+    use. Started again on the same ``run_dir`` it resumes (see the module docstring for what may
+    change). Raises ``ValueError`` for settings or data that cannot work (before any data is read
+    when the settings are at fault), :class:`TrainingDiverged`, :class:`CheckpointError` or
+    :class:`SaveError`. Notebook ``05_hierarchical_pretraining``.
     """
+    validate(cfg)
     dist = dist or DistContext()
+    if cfg.train.batch_size % dist.world_size:
+        raise ValueError(f"batch_size={cfg.train.batch_size} must be divisible by the {dist.world_size} ranks")
+    per_rank = cfg.train.batch_size // dist.world_size
+    if cfg.train.micro_batch_size and per_rank % cfg.train.micro_batch_size:
+        raise ValueError(f"micro_batch_size={cfg.train.micro_batch_size} must divide each rank's batch of "
+                         f"{per_rank} (batch_size={cfg.train.batch_size} over {dist.world_size} ranks)")
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist.distributed:
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     run_dir = Path(cfg.run_dir)
     ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
+    state = None
+    if ckpt_path.exists():  # checked before the data is read: a refusal costs nothing
+        state = load_checkpoint(ckpt_path)
+        _check_resumable(state, cfg, ckpt_path)
+        if state["epoch"] > cfg.train.epochs:
+            raise ValueError(f"'{ckpt_path}' holds {state['epoch']} epochs, more than epochs={cfg.train.epochs}; "
+                             "use a new run_dir or epochs >= what it holds")
     seed_everything(cfg.seed)
 
     dataset = build_pretrain_dataset(cfg, progress=cfg.train.progress and dist.is_main)
@@ -237,55 +495,64 @@ def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
     warmup = int(round(cfg.train.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.train.precision == "fp16")
+    identity = dataset_identity(cfg)
 
-    start_epoch, history = 0, []
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        _check_resumable(state["config"], cfg, ckpt_path)
+    start_epoch, history, resumes = 0, [], []
+    if state is not None:
         net.load_state_dict(state["model"])
         contrast.load_state_dict(state["contrast"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"], state["history"]
+        start_epoch, history, resumes = state["epoch"], state["history"], list(state.get("resumes", []))
+        changes = _applied_changes(state, cfg)
+        _apply_changes(optimizer, scheduler, cfg, lr_factor(scheduler.last_epoch, total_steps, warmup))
         if dist.is_main:
             LOGGER.warning("resuming '%s' after epoch %d of %d", ckpt_path, start_epoch, cfg.train.epochs)
+        if changes and start_epoch < cfg.train.epochs:
+            resumes.append({"epoch": start_epoch, "changed": changes})
+            if dist.is_main:
+                LOGGER.warning("from epoch %d on: %s", start_epoch + 1,
+                               ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items()))
+        del state
 
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
         loader = make_loader(dataset, cfg, dist, epoch, device)
         sums: dict[str, float] = {}
         started = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not (cfg.train.progress and dist.is_main), leave=False)
+        bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
+                           disable=not (cfg.train.progress and dist.is_main), leave=False)
         for step, (slow, fast, index) in enumerate(loader):
             if step >= steps_per_epoch:
                 break
             slow, fast, index = (t.to(device, non_blocking=True) for t in (slow, fast, index))
             if cfg.train.channels_last and device.type == "cuda":
                 slow, fast = (t.contiguous(memory_format=torch.channels_last_3d) for t in (slow, fast))
-            generator = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, epoch, step))
-            with _autocast(device, cfg.train.precision):
-                z_slow, z_fast = model(slow, fast)
-            z_slow = {k: v.float() for k, v in z_slow.items()}
-            z_fast = {k: v.float() for k, v in z_fast.items()}
-            loss, stats = contrast(z_slow, z_fast, index, generator=generator)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            stats, z_slow, z_fast = accumulate_gradients(
+                model, contrast, slow, fast, index, negatives_seed=step_seed(cfg.seed, epoch, step),
+                micro_batch_size=cfg.train.micro_batch_size, precision=cfg.train.precision, scaler=scaler)
+            # fp16's scaler skips steps with inf gradients by design; the loss is checked all the same
+            problem = non_finite_report(stats, net, net.levels, check_grads=not scaler.is_enabled())
+            if _any_rank(problem is not None, dist, device):
+                bar.close()
+                raise TrainingDiverged(_diverged_message(problem or "another rank's loss or gradient is not finite",
+                                                         epoch, step, steps_per_epoch, cfg, ckpt_path, optimizer))
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             if dist.distributed and contrast.criteria is not None and epoch == start_epoch and step == 0:
                 for buffer in contrast.criteria.buffers():  # NCE's Z: rank 0's estimate everywhere
                     torch_dist.broadcast(buffer, src=0)
-            with torch.no_grad():  # every rank updates its banks with the whole global batch
-                contrast.update_banks({k: _gather(v.detach(), dist) for k, v in z_slow.items()},
-                                      {k: _gather(v.detach(), dist) for k, v in z_fast.items()}, _gather(index, dist))
+            with torch.no_grad():  # every rank updates its banks with the whole global batch, once per step
+                contrast.update_banks({k: _gather(v, dist) for k, v in z_slow.items()},
+                                      {k: _gather(v, dist) for k, v in z_fast.items()}, _gather(index, dist))
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
-            bar.update(1)
             bar.set_postfix(loss=f"{float(stats['loss']):.3f}")
+            bar.update(1)
         bar.close()
         seconds = time.perf_counter() - started
         means = _mean_over_ranks({k: v / steps_per_epoch for k, v in sums.items()}, dist, device)
@@ -293,15 +560,22 @@ def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
                   "clips_per_s": steps_per_epoch * cfg.train.batch_size / seconds, **means}
         history.append(record)
         last = epoch + 1 == cfg.train.epochs
+        failure = None
         if dist.is_main:
             LOGGER.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
-            save_metrics(run_dir, _metrics(cfg, history, net.levels))
-            if last or (epoch + 1) % cfg.train.checkpoint_every == 0:
-                save_checkpoint(ckpt_path, {
-                    "model": net.state_dict(), "contrast": contrast.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                    "history": history, "rng": _rng_state(), "config": cfg.to_dict(),
-                })
+            try:
+                _save_metrics(run_dir, _metrics(cfg, history, net.levels, resumes))
+                if last or (epoch + 1) % cfg.train.checkpoint_every == 0:
+                    save_checkpoint(ckpt_path, {
+                        "model": net.state_dict(), "contrast": contrast.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(), "epoch": epoch + 1, "history": history, "rng": _rng_state(),
+                        "config": cfg.to_dict(), "dataset": identity, "resumes": resumes,
+                    })
+            except SaveError as err:
+                failure = err
+        if _any_rank(failure is not None, dist, device):  # a failed save stops every rank, not just rank 0
+            raise failure or SaveError(f"rank 0 could not write into '{run_dir}' (see its message)")
         if dist.distributed:
             torch_dist.barrier()
 
@@ -311,28 +585,60 @@ def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
     write_json_atomic(run_dir / "ranks" / f"rank{dist.rank}.json",
                       {"rank": dist.rank, "world_size": dist.world_size, "bank_digest": bank_digest(contrast),
                        "bad_videos": dict(dataset.bad_videos)})
-    return _metrics(cfg, history, net.levels)
+    return _metrics(cfg, history, net.levels, resumes)
 
 
-def _metrics(cfg: Config, history: list[dict[str, Any]], levels: tuple[str, ...]) -> dict[str, Any]:
-    """metrics.json: the config, per-epoch records, and the loss per level per epoch (L_s^k + L_f^k)."""
+def _save_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    try:
+        save_metrics(run_dir, metrics)
+    except OSError as err:
+        raise SaveError(f"could not write '{run_dir / 'metrics.json'}': {err.strerror or err}; free disk space or "
+                        "fix the folder's permissions, then run the same command again to resume") from err
+
+
+def _diverged_message(problem: str, epoch: int, step: int, steps: int, cfg: Config, ckpt_path: Path,
+                      optimizer) -> str:
+    kept = (f"the last good checkpoint '{ckpt_path}' is kept" if ckpt_path.exists()
+            else "no checkpoint had been written yet")
+    return (f"training diverged at epoch {epoch + 1}/{cfg.train.epochs}, step {step + 1}/{steps}: {problem}; "
+            f"stopped before the optimiser step, {kept} and nothing from this step is saved. "
+            f"Lower lr (now {optimizer.param_groups[0]['lr']:.3g}, lr={cfg.train.lr:g}) or warm up longer")
+
+
+def _metrics(cfg: Config, history: list[dict[str, Any]], levels: tuple[str, ...],
+             resumes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """metrics.json: the config, per-epoch records, the loss per level per epoch (L_s^k + L_f^k) and
+    ``resumes``: each resume that changed an optimisation setting (epoch, name -> [old, new])."""
     per_level = {k: [h[f"{k}/loss_slow"] + h[f"{k}/loss_fast"] for h in history] for k in levels}
     return {"job": "pretrain", "preset": cfg.preset, "config": cfg.to_dict(), "epochs": history,
-            "loss_per_level": per_level, "levels": list(levels),
+            "loss_per_level": per_level, "levels": list(levels), "resumes": list(resumes or []),
             "final": history[-1] if history else {}}
 
 
 def checkpoint_is_complete(cfg: Config) -> bool:
-    """True when ``run_dir`` holds a finished pre-training run of ``cfg`` (all epochs)."""
+    """True when ``run_dir`` holds a finished pre-training run of ``cfg``: same method and data, all epochs.
+
+    False when there is no checkpoint, it is unfinished or it does not fit ``cfg`` (then
+    :func:`pretrain` resumes it or says why not). Raises :class:`CheckpointError` naming the file
+    when it cannot be read. Paths, workers, backend and cache settings do not matter; a finished
+    run trained with other optimisation settings (lr, ...) is reused with a warning naming them.
+    Notebooks ``06_action_recognition`` to ``10_instance_correspondence_map`` (through :func:`ensure_pretrained`).
+    """
     path = Path(cfg.run_dir) / "checkpoints" / CHECKPOINT_NAME
     if not path.exists():
         return False
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     try:
-        _check_resumable(state["config"], cfg, path)
+        _check_resumable(state, cfg, path)
     except ValueError:
         return False
-    return state["epoch"] >= cfg.train.epochs
+    if state["epoch"] != cfg.train.epochs:
+        return False
+    changes = {k: v for k, v in _applied_changes(state, cfg).items() if k != "epochs"}
+    if changes:
+        LOGGER.warning("reusing the finished run '%s' though it was trained with %s", path,
+                       ", ".join(f"{k}={old} (the config says {new})" for k, (old, new) in changes.items()))
+    return True
 
 
 def seed_run(cfg: Config, seed: int, root: str | os.PathLike) -> Config:
@@ -361,7 +667,7 @@ def load_pretrained_net(cfg: Config) -> VTHCLNet:
     downstream ``slow_encoder.pt`` leaves out.
     """
     ensure_pretrained(cfg)
-    state = torch.load(Path(cfg.run_dir) / "checkpoints" / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    state = load_checkpoint(Path(cfg.run_dir) / "checkpoints" / CHECKPOINT_NAME)
     net = VTHCLNet(cfg.model)
     net.load_state_dict(state["model"])
     return net.eval()

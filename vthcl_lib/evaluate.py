@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 # Queries are scored against the gallery in chunks of this many rows so that a K400-sized
 # similarity matrix never has to exist at once.
@@ -220,7 +220,7 @@ def extract_features(encoder: nn.Module, dataset: Any, *, level: str = "res5", b
     encoder.eval()  # BN must use its running statistics, not the batch's
     feats, labels, ids = [], [], []
     try:
-        for batch in tqdm(loader, desc=f"features ({level})", disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc=f"features ({level})", disable=not progress, leave=False):
             clips = _clips_of(batch)
             b = clips.shape[0]
             num_clips = clips.shape[1] if clips.dim() == 6 else 1

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.checkpoints import LoadReport, load_slow_encoder
 from vthcl_lib.config import Config
@@ -152,7 +152,7 @@ def train_with_schedule(model: nn.Module, train_set: Any, batch_loss: Callable[[
                                 weight_decay=schedule.weight_decay)
     steps_per_epoch = max(1, len(train_set) // schedule.batch_size)
     history = []
-    bar = tqdm(range(schedule.epochs), desc=desc, disable=not progress)
+    bar = progress_bar(range(schedule.epochs), desc=desc, disable=not progress)
     for epoch in bar:
         train_set.set_epoch(epoch)
         order = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, stream]).integers(2**62)))
@@ -201,7 +201,7 @@ def predict_clips(model: nn.Module, test_set: Any, *, batch_size: int, device: t
     model.eval()
     logits, labels = [], []
     loader = DataLoader(test_set, batch_size=max(1, batch_size // 4), shuffle=False)
-    for clips, label, _ in tqdm(loader, desc="test clips", disable=not progress, leave=False):
+    for clips, label, _ in progress_bar(loader, desc="test clips", disable=not progress, leave=False):
         b, k = clips.shape[:2]
         out = model(clips.reshape(b * k, *clips.shape[2:]).to(device))
         logits.append(out.float().reshape(b, k, -1).cpu())

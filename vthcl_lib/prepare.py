@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.datasets import ID_VIDEO_EXTENSIONS
 from vthcl_lib.scan import PROBLEMS, VideoCheck, scan_videos
@@ -396,7 +396,7 @@ def _index_sources(videos: Path, *, skip: Path | None, progress: bool) -> dict[s
         p for p in videos.rglob("*")
         if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".") and (skip is None or skip not in p.parents)
     )
-    for path in tqdm(files, desc="index download", unit="file", disable=not progress):
+    for path in progress_bar(files, desc="index download", unit="file", disable=not progress):
         stem = path.stem
         keys = {path.name, path.name.lower(), stem}
         parts = stem.rsplit("_", 2)
@@ -569,7 +569,7 @@ def prepare_dataset(
 
     entries, final_paths = [], []
     jobs = list(zip(targets, sources, report.checks))
-    for target, source, check in tqdm(jobs, desc="lay out", unit="video", disable=not progress):
+    for target, source, check in progress_bar(jobs, desc="lay out", unit="video", disable=not progress):
         info = check.info
         if source is not None and short_side is not None and check.problem is None:
             target = target.with_suffix(layout.reencode_suffix)

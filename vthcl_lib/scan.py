@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.video import BACKENDS, VideoDecodeError, check_backend, VideoInfo, count_decodable_frames, declared_frames, probe, read_frames
 
@@ -211,13 +211,13 @@ def scan_videos(
     paths = [_as_path(item) for item in records_or_paths]
     bar = dict(total=len(paths), desc="scan", unit="video", disable=not progress)
     if workers == 0 or len(paths) < 2:
-        return ScanReport([check_video(p, min_frames=min_frames, backend=backend) for p in tqdm(paths, **bar)])
+        return ScanReport([check_video(p, min_frames=min_frames, backend=backend) for p in progress_bar(paths, **bar)])
     import multiprocessing
 
     # spawn, not fork: the parent may hold torch threads, which forked children inherit badly.
     jobs = [(str(p), int(min_frames), backend) for p in paths]
     with multiprocessing.get_context("spawn").Pool(int(workers)) as pool:
-        checks = list(tqdm(pool.imap(_check_for_pool, jobs, chunksize=4), **bar))
+        checks = list(progress_bar(pool.imap(_check_for_pool, jobs, chunksize=4), **bar))
     return ScanReport([replace(check, path=p) for check, p in zip(checks, paths)])
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.config import SyntheticConfig
 from vthcl_lib.video import write_video
@@ -588,7 +588,7 @@ def _run_jobs(jobs: Sequence[_VideoJob], cfg: SyntheticConfig, *, workers: int, 
     if workers < 1 or int(workers) != workers:
         raise ValueError(f"workers={workers!r} must be a whole number >= 1")
     work: Callable[[_VideoJob], int] = functools.partial(_write_one, cfg=cfg)
-    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=desc, unit="video", disable=not progress)
     total = 0
     try:
         if workers == 1 or len(jobs) < 2:

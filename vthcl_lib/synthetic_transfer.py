@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.config import SyntheticConfig
 from vthcl_lib.synthetic import (
@@ -152,7 +152,7 @@ def write_ava_style(root: str | os.PathLike, cfg: SyntheticConfig, *, progress: 
     subsets = {"train": range(cfg.ava_train_videos),
                "val": range(cfg.ava_train_videos, cfg.ava_train_videos + cfg.ava_val_videos)}
     counts = {}
-    bar = tqdm(total=cfg.ava_train_videos + cfg.ava_val_videos, desc="ava", unit="video", disable=not progress)
+    bar = progress_bar(total=cfg.ava_train_videos + cfg.ava_val_videos, desc="ava", unit="video", disable=not progress)
     for subset, indices in subsets.items():
         rows, predicted, excluded = [], [], []
         for index in indices:
@@ -279,7 +279,7 @@ def write_epic_style(root: str | os.PathLike, cfg: SyntheticConfig, *, progress:
     (base / "splits").mkdir(parents=True, exist_ok=True)
     total = cfg.epic_train_videos + cfg.epic_val_videos
     rows, lists, counts = [], {"train": [], "val": []}, {}
-    for index in tqdm(range(total), desc="epic_kitchens", unit="video", disable=not progress):
+    for index in progress_bar(range(total), desc="epic_kitchens", unit="video", disable=not progress):
         participant, vid = epic_video_id(index)
         frames, segments = make_epic_video(cfg, index)
         write_video(base / "videos" / "train" / participant / f"{vid}.MP4", frames, fps=cfg.fps)
