@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vthcl_lib.datasets.frames import _prepare_records, frame_source_from_config
 from vthcl_lib.datasets.records import DatasetLayoutError, VideoRecord, _FolderIndex, _require_dir, _require_file
+from vthcl_lib.datasets.something_something import is_sthv1_root, read_sthv1_split
 from vthcl_lib.datasets.torch_datasets import PretrainDataset
 from vthcl_lib.transforms import augmentation_from_config
 
@@ -74,6 +75,9 @@ def read_kinetics_csv(root: str | os.PathLike, split: str = "train") -> tuple[li
 def build_pretrain_dataset(cfg, *, split: str = "train", progress: bool = True) -> PretrainDataset:
     """Config -> Kinetics-style records -> frame source (cache if ``use_cache``) -> augmentation -> dataset.
 
+    ``<data_root>/<pretrain_dataset>`` may also be a Something-Something V1 root (its label list
+    decides), whose frame folders then serve as the videos (notebook ``10_instance_correspondence_map``).
+
     Raises :class:`DatasetLayoutError` when ``<data_root>/<pretrain_dataset>`` or its CSV is missing.
     With the cache, every video is decoded once here (``progress`` shows a bar) and files that fail
     are counted as bad from the start. Notebook ``05_hierarchical_pretraining``.
@@ -82,9 +86,12 @@ def build_pretrain_dataset(cfg, *, split: str = "train", progress: bool = True) 
     root = Path(d.data_root) / d.pretrain_dataset
     _require_dir(root, f"the pre-training dataset folder '{d.pretrain_dataset}' under data_root='{d.data_root}' "
                        "(generate the synthetic data or prepare Kinetics-400 first)")
-    records, _ = read_kinetics_csv(root, split)
+    if is_sthv1_root(root):  # Something-Something V1 (the paper's ICM data): frame folders, ';' CSVs
+        records, _ = read_sthv1_split(root, {"val": "validation"}.get(split, split))
+    else:
+        records, _ = read_kinetics_csv(root, split)
     if not records:
-        raise DatasetLayoutError(f"'{root / (split + '.csv')}' lists no videos")
+        raise DatasetLayoutError(f"the {split} list of '{root}' names no videos")
     source = frame_source_from_config(d)
     records, failures = _prepare_records(records, source, d.failure_budget, progress=progress)
     dataset = PretrainDataset(

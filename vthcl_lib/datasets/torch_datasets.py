@@ -19,15 +19,17 @@ from vthcl_lib.datasets.records import (
     BadVideoBudgetExceeded,
     DatasetLayoutError,
     VideoRecord,
+    _check_split,
     _require_dir,
 )
+from vthcl_lib.datasets.something_something import read_sthv1_split
 from vthcl_lib.datasets.ucf101 import read_ucf101_split
 from vthcl_lib.tempo import SHORT_VIDEO_RULES, check_tempo, sample_tempo_indices, uniform_clip_starts, window_indices
 from vthcl_lib.transforms import ClipAugmentation, augmentation_from_config, eval_transform_from_config
 from vthcl_lib.video import VideoDecodeError
 
 
-LABELED_DATASETS = ("ucf101", "hmdb51")
+LABELED_DATASETS = ("ucf101", "hmdb51", "something_something_v1")
 
 
 def _transform_clip(transform: Callable, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -279,8 +281,14 @@ def build_labeled_dataset(
     root = Path(d.data_root) / dataset
     _require_dir(root, f"the '{dataset}' folder under data_root='{d.data_root}' "
                        "(generate the synthetic data or prepare the dataset first)")
-    reader = read_ucf101_split if dataset == "ucf101" else read_hmdb51_split
-    records, _ = reader(root, split, subset)
+    if dataset == "something_something_v1":  # one official split: train, and validation to test on
+        _check_split(split, subset)
+        if split != 1:
+            raise ValueError(f"split={split!r}: Something-Something V1 has one official split; use split=1")
+        records, _ = read_sthv1_split(root, "train" if subset == "train" else "validation")
+    else:
+        reader = read_ucf101_split if dataset == "ucf101" else read_hmdb51_split
+        records, _ = reader(root, split, subset)
     if not records:
         raise DatasetLayoutError(f"split {split} of '{root}' lists no {subset} videos")
     source = frame_source_from_config(d)
