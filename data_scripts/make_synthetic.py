@@ -5,7 +5,8 @@
     python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --sets ava epic_kitchens
 
 The recognition corpus (Kinetics-, UCF-101- and HMDB-51-style) and the transfer sets (AVA-style for
-notebook 08, Epic-Kitchens-style for notebook 09) each carry their own stamp; without ``--force`` a set
+notebook 08, Epic-Kitchens-style for notebook 09, Something-Something-V1-style frame folders for
+notebook 10's ICM model) each carry their own stamp; without ``--force`` a set
 made from the same config is kept as it is.
 """
 from __future__ import annotations

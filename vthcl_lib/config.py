@@ -49,6 +49,10 @@ class SyntheticConfig:
     epic_segments: int = 10  # segments per video
     epic_segment_seconds: tuple[float, float] = (2.2, 3.2)
     epic_follow_prob: float = 0.8  # chance that the next verb is the current verb's successor (else random)
+    # Something-Something-V1-style set (notebook 10's ICM model at the paper presets): JPEG frame folders
+    sthv1_train_videos: int = 240
+    sthv1_val_videos: int = 80
+    sthv1_test_videos: int = 16  # released without labels, like V1's test list
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,7 @@ def _preset(name: str) -> Config:
                 ucf_clips_per_group=1, hmdb_per_class=6, ava_train_videos=3, ava_val_videos=2, ava_seconds=3,
                 ava_frame_size=48, epic_train_videos=3, epic_val_videos=2, epic_segments=5,
                 epic_segment_seconds=(1.2, 1.6),
+                sthv1_train_videos=12, sthv1_val_videos=4, sthv1_test_videos=2,
             ),
             model=ModelConfig(depth=18, base_width=8, fast_ratio=0.5, embed_dim=32),
             contrast=ContrastConfig(temperature=0.1, num_negatives=16),

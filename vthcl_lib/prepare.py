@@ -79,6 +79,7 @@ class DatasetLayout:
     find_by_id: bool = False  # videos are named <video_id>.<any container>: found by file stem
     describe: Callable[[Path], dict] | None = None  # dataset root -> checked annotation summary for the manifest
     write_splits: Callable[[Path, Path | None], tuple[list[Path], dict]] | None = None  # lists derived from annotations
+    frame_folders: bool = False  # each video is a folder of JPEG frames named by its id (Something-Something V1)
 
 
 def _list_ucf101(root: Path) -> list:
@@ -91,6 +92,13 @@ def _list_hmdb51(root: Path) -> list:
     from vthcl_lib.datasets import read_hmdb51_split
 
     return [r for split in (1, 2, 3) for subset in ("train", "test") for r in read_hmdb51_split(root, split, subset)[0]]
+
+
+def _list_sthv1(root: Path) -> list:
+    from vthcl_lib.datasets import STHV1_SPLITS, read_sthv1_split
+
+    present = [s for s in STHV1_SPLITS if (root / "annotations" / f"something-something-v1-{s}.csv").is_file()]
+    return [r for split in present for r in read_sthv1_split(root, split)[0]]
 
 
 def _list_kinetics(root: Path) -> list:
@@ -308,6 +316,13 @@ LAYOUTS = {
         _list_epic, splits_what="Epic-Kitchens-55's action labels, as in the epic-kitchens-55-annotations repository",
         find_by_id=True, describe=describe_epic, write_splits=write_anticipation_split,
     ),
+    "something_something_v1": DatasetLayout(
+        "something_something_v1", "20bn-something-something-v1", "annotations", "",
+        ("something-something-v1-*.csv",),
+        tuple(f"something-something-v1-{name}.csv" for name in ("labels", "train", "validation")),
+        _list_sthv1, splits_what="Something-Something V1's label files (something-something-v1-labels.csv, "
+        "-train.csv, -validation.csv, -test.csv)", find_by_id=True, frame_folders=True,
+    ),
 }
 
 
@@ -386,12 +401,19 @@ def _copy_split_files(layout: DatasetLayout, splits: Path, target_dir: Path) -> 
     return copied
 
 
-def _index_sources(videos: Path, *, skip: Path | None, progress: bool) -> dict[str, list[Path]]:
+def _index_sources(videos: Path, *, skip: Path | None, progress: bool, frame_folders: bool = False) -> dict[str, list[Path]]:
     """File name -> paths, and for Kinetics-style names also stem and youtube id -> paths.
 
     ``skip``: a folder inside ``videos`` not to index (an ``out`` placed inside the download).
+    ``frame_folders``: the videos are the folders directly under ``videos`` (Something-Something V1's
+    ``<id>/00001.jpg ...``), indexed by name.
     """
     index: dict[str, list[Path]] = {}
+    if frame_folders:
+        for path in videos.iterdir():
+            if path.is_dir() and not path.name.startswith(".") and (skip is None or path != skip):
+                index.setdefault(path.name, []).append(path)
+        return index
     files = (
         p for p in videos.rglob("*")
         if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".") and (skip is None or skip not in p.parents)
@@ -439,7 +461,9 @@ def _place(source: Path, target: Path, copy: bool) -> None:
             raise PrepareError(f"'{target}' is a folder; expected to put a video file there")
         target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
-    if copy:
+    if copy and source.is_dir():  # a frame folder
+        shutil.copytree(source, target)
+    elif copy:
         shutil.copy2(source, target)
     else:
         target.symlink_to(source.resolve())
@@ -508,7 +532,8 @@ def prepare_dataset(
 ) -> dict:
     """Lay out, verify and index one dataset under ``out``; write and return its manifest.
 
-    ``dataset``: ``"ucf101"``, ``"hmdb51"``, ``"kinetics400"``, ``"ava"`` or ``"epic_kitchens"``.
+    ``dataset``: ``"ucf101"``, ``"hmdb51"``, ``"kinetics400"``, ``"ava"``, ``"epic_kitchens"`` or
+    ``"something_something_v1"`` (JPEG frame folders: linked or copied, never re-encoded).
     ``videos`` and ``splits`` (for Kinetics: the folder with ``train.csv``/``val.csv``; for AVA and
     Epic-Kitchens: the annotation folder) default to ``out``'s own layout, which verifies a copy
     already in place. ``val_videos`` (Epic-Kitchens only): the anticipation validation videos, see
@@ -525,6 +550,9 @@ def prepare_dataset(
     if short_side is not None:
         short_side_size(2, 2, short_side)  # validates the value before any work
     layout = LAYOUTS[dataset]
+    if short_side is not None and layout.frame_folders:
+        raise PrepareError(f"--short-side re-encodes video files; {dataset} ships JPEG frame folders "
+                           "(Something-Something V1's frames are 100 pixels high already): leave it out")
     out = Path(out).absolute()
     video_root = out / layout.videos_dir if layout.videos_dir else out
     videos = Path(videos).absolute() if videos is not None else video_root
@@ -557,7 +585,7 @@ def prepare_dataset(
         sources = [path if path.exists() else None for path in listed]
         targets = list(listed)
     else:
-        index = _index_sources(videos, skip=out, progress=progress)
+        index = _index_sources(videos, skip=out, progress=progress, frame_folders=layout.frame_folders)
         sources = [_find_source(path, index, kinetics=dataset == "kinetics400", by_id=layout.find_by_id) for path in listed]
         # The project path keeps the download's container (Kinetics comes as .mp4, .webm or .mkv).
         targets = [path.with_suffix(_placed_suffix(src, layout)) if src is not None else path
@@ -642,7 +670,8 @@ def summarize_manifest(manifest: dict, out: str | os.PathLike) -> str:
 
 def build_parser(dataset: str) -> argparse.ArgumentParser:
     """Argument parser of ``data_scripts/prepare_<dataset>.py`` (notebook ``00_setup_and_data``)."""
-    script = {"kinetics400": "prepare_kinetics.py"}.get(dataset, f"prepare_{dataset}.py")  # prepare_ava.py, ...
+    script = {"kinetics400": "prepare_kinetics.py", "something_something_v1": "prepare_something_something.py"}.get(
+        dataset, f"prepare_{dataset}.py")  # prepare_ava.py, ...
     parser = argparse.ArgumentParser(
         prog=script,
         description=f"Lay out, verify and index a downloaded {dataset} copy; writes <out>/{MANIFEST_NAME} "
@@ -662,11 +691,16 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         parser.add_argument("--val-videos", type=Path, metavar="FILE",
                             help="file of anticipation validation video ids, one a line (the Epic baseline's 40); the "
                             f"other labelled videos train. Default: keep <out>/splits' lists, else {DEFAULT_SPLIT_RULE}")
+    elif dataset == "something_something_v1":
+        parser.add_argument("--annotations", dest="splits", type=Path, metavar="DIR",
+                            help="folder with something-something-v1-{labels,train,validation,test}.csv as released "
+                            "(default: <out>/annotations)")
     else:
         parser.add_argument("--splits", type=Path, help=f"the extracted {layout.splits_dir} folder (default: inside --out)")
     video_help = {
         "ava": "the folder of <video_id>.<mkv|mp4|webm> files, e.g. the download's videos/trainval",
         "epic_kitchens": "the folder of <participant>/<video_id>.MP4 (or flat <video_id>.MP4), e.g. the download's videos/train",
+        "something_something_v1": "the extracted 20bn-something-something-v1 folder of <video_id>/00001.jpg ... folders",
     }.get(dataset, "the extracted video folder")
     parser.add_argument("--videos", type=Path, help=f"{video_help} (default: inside --out: verify in place)")
     parser.add_argument("--out", type=Path, required=True, help=f"the project's dataset folder, e.g. data/{dataset}")

@@ -85,7 +85,8 @@ STAMP_NAME = "corpus.json"
 _IN_PROGRESS_NAME = ".synthetic_in_progress"
 
 # Random streams: [seed, dataset * 10 + purpose, a, b] (fixed length: SeedSequence pads short keys with zeros).
-_DATASET_CODES = {"kinetics400": 1, "ucf101": 2, "hmdb51": 3, "ava": 4, "epic_kitchens": 5, "backgrounds": 9}
+_DATASET_CODES = {"kinetics400": 1, "ucf101": 2, "hmdb51": 3, "ava": 4, "epic_kitchens": 5,
+                  "something_something_v1": 6, "backgrounds": 9}
 _LENGTH, _CONTENT, _APPEARANCE, _SPLIT = 1, 2, 3, 4
 
 SPRITE_RADIUS = (0.14, 0.22)  # main sprite radius as a fraction of the frame side
@@ -732,7 +733,7 @@ def write_hmdb51_style(root: str | os.PathLike, cfg: SyntheticConfig, *, workers
 # The whole corpus
 
 
-TRANSFER_PREFIXES = ("ava_", "epic_")  # fields of the detection/anticipation sets (vthcl_lib.synthetic_transfer)
+TRANSFER_PREFIXES = ("ava_", "epic_", "sthv1_")  # fields of the sets of vthcl_lib.synthetic_transfer
 
 
 def _config_record(cfg: SyntheticConfig) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""Synthetic AVA-style (detection) and Epic-Kitchens-style (anticipation) sets in the real annotation formats.
+"""Synthetic AVA-style (detection), Epic-Kitchens-style (anticipation) and Something-Something-V1-style
+(the ICM model's data) sets in the real annotation formats.
 
-Taught in notebooks ``08_action_detection`` and ``09_action_anticipation``; written by
+Taught in notebooks ``08_action_detection``, ``09_action_anticipation`` and
+``10_instance_correspondence_map``; written by
 ``data_scripts/make_synthetic.py`` beside the recognition corpus of :mod:`vthcl_lib.synthetic`,
 whose appearance, motion and compositor they reuse.
 
@@ -18,6 +20,10 @@ whose appearance, motion and compositor they reuse.
   Each video opens with one second of empty scene. Annotations: ``EPIC_train_action_labels.csv`` with
   Epic-Kitchens-55's columns, ``EPIC_verb_classes.csv``, ``EPIC_noun_classes.csv``, and the
   train/validation video lists the anticipation split uses.
+* **Something-Something-V1-style** (``<root>/something_something_v1``): JPEG frame folders
+  ``20bn-something-something-v1/<id>/00001.jpg ...`` (numeric ids, as V1's), one sprite doing one
+  motion class each, labelled with a V1-style template sentence; ``annotations/something-something-v1-
+  {labels,train,validation,test}.csv`` as 20BN released them (``<id>;<label>``, the test list ids only).
 
 Each set has its own ``corpus.json`` stamp (the fields it depends on), so changing one leaves the
 others alone. Everything is deterministic in the config's seed.
@@ -44,6 +50,7 @@ from vthcl_lib.synthetic import (
     Actor,
     background_pool,
     check_synthetic_config,
+    make_video,
     motion_track,
     render_scene,
     sample_appearance,
@@ -304,10 +311,67 @@ def write_epic_style(root: str | os.PathLike, cfg: SyntheticConfig, *, progress:
     return counts
 
 
-# ----------------------------------------------------------------------------------------------- both
+# --------------------------------------------------------------------------------- Something-Something V1
+
+# V1's labels are template sentences about "something"; one per motion class, in MOTION_CLASSES order.
+STHV1_TEMPLATES = {
+    "diagonal_slide": "Moving something diagonally across the view",
+    "flicker": "Showing something flickering on and off",
+    "horizontal_slide": "Moving something from one side to the other",
+    "orbit": "Moving something around in a circle",
+    "spin": "Spinning something in place",
+    "vertical_slide": "Moving something up and down",
+    "zigzag": "Moving something in a zigzag",
+    "zoom_pulse": "Moving something closer and away again",
+}
+STHV1_FIRST_ID = 100001  # V1's ids are plain numbers
+STHV1_DIR = "something_something_v1"  # the folder vthcl_lib.datasets reads (datasets.STHV1_DIR)
 
 
-TRANSFER_WRITERS = {"ava": (write_ava_style, "ava_"), "epic_kitchens": (write_epic_style, "epic_")}
+def write_sthv1_style(root: str | os.PathLike, cfg: SyntheticConfig, *, progress: bool = True) -> dict:
+    """Write ``root/something_something_v1``: JPEG frame folders and V1's four annotation CSVs (module doc).
+
+    Each video is one sprite doing one motion class (its label's template) over the corpus's
+    backgrounds, ``[min_frames, max_frames]`` frames long. Returns ``{split: {"videos": n}}``.
+    Notebook ``10_instance_correspondence_map``.
+    """
+    from PIL import Image
+
+    check_synthetic_config(cfg)
+    base = Path(root) / STHV1_DIR
+    frames_dir, ann = base / "20bn-something-something-v1", base / "annotations"
+    ann.mkdir(parents=True, exist_ok=True)
+    sizes = {"train": cfg.sthv1_train_videos, "validation": cfg.sthv1_val_videos, "test": cfg.sthv1_test_videos}
+    rows: dict[str, list[str]] = {split: [] for split in sizes}
+    bar = tqdm(total=sum(sizes.values()), desc="something-something v1", unit="video", disable=not progress)
+    index = 0
+    for split, count in sizes.items():
+        for _ in range(count):
+            draw = stream_rng(cfg.seed, STHV1_DIR, _SPLIT_PURPOSE, index)
+            motion = MOTION_CLASSES[int(draw.integers(len(MOTION_CLASSES)))]
+            rng = stream_rng(cfg.seed, STHV1_DIR, _CONTENT, index)
+            length = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
+            video = make_video(rng, motion, length, cfg)
+            folder = frames_dir / str(STHV1_FIRST_ID + index)
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(video.frames, start=1):
+                Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=90)
+            label = STHV1_TEMPLATES[motion]
+            rows[split].append(f"{folder.name}" if split == "test" else f"{folder.name};{label}")
+            index += 1
+            bar.update()
+    bar.close()
+    (ann / "something-something-v1-labels.csv").write_text("".join(f"{STHV1_TEMPLATES[m]}\n" for m in MOTION_CLASSES))
+    for split, lines in rows.items():
+        (ann / f"something-something-v1-{split}.csv").write_text("".join(f"{line}\n" for line in lines))
+    return {split: {"videos": len(lines)} for split, lines in rows.items()}
+
+
+# ----------------------------------------------------------------------------------------------- all sets
+
+
+TRANSFER_WRITERS = {"ava": (write_ava_style, "ava_"), "epic_kitchens": (write_epic_style, "epic_"),
+                    "something_something_v1": (write_sthv1_style, "sthv1_")}
 
 
 def ensure_transfer_sets(root: str | os.PathLike, cfg: SyntheticConfig, *, sets: tuple[str, ...] = ("ava", "epic_kitchens"),

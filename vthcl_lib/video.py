@@ -1,6 +1,11 @@
-"""Frame-accurate video reading through decord (default) or PyAV.
+"""Frame-accurate video reading through decord (default) or PyAV, and of JPEG frame folders.
 
 Taught in notebook ``00_setup_and_data`` (reading frames) and ``01_tempo_sampling`` (decode once).
+
+A folder of numbered JPEG frames (Something-Something V1 ships ``<id>/00001.jpg ...``) is a video
+too: :func:`read_frames`, :func:`probe` and :func:`count_decodable_frames` accept its path, whatever
+the backend (the frames are decoded with Pillow), so every dataset, the cache and the scan read it
+like a file. A folder carries no frame rate: :data:`FRAME_FOLDER_FPS` is Something-Something's.
 
 Two rules shape this module:
 
@@ -23,6 +28,9 @@ BACKENDS = ("decord", "pyav")
 
 # PyAV seeks (instead of decoding from frame 0) when the first wanted frame lies this far in.
 _SEEK_AFTER_FRAMES = 96
+
+FRAME_FOLDER_FPS = 12.0  # Something-Something V1's frames were extracted at 12 fps
+FRAME_FOLDER_EXTENSIONS = (".jpg", ".jpeg")
 
 
 class VideoDecodeError(Exception):
@@ -170,6 +178,51 @@ def _read_pyav(path: Path, wanted: np.ndarray, *, seek: bool = True) -> np.ndarr
     return np.stack(out)
 
 
+def frame_folder_files(path: str | os.PathLike) -> list[Path]:
+    """The JPEG frames of a frame folder in frame order (by the number in the name: ``00001.jpg`` is frame 0).
+
+    Raises :class:`VideoDecodeError` when the folder holds no JPEG or a name carries no number.
+    Notebook ``10_instance_correspondence_map`` (Something-Something V1).
+    """
+    path = Path(path)
+    files = [p for p in path.iterdir() if p.suffix.lower() in FRAME_FOLDER_EXTENSIONS and not p.name.startswith(".")]
+    if not files:
+        raise VideoDecodeError(path, "the folder holds no JPEG frames (expected 00001.jpg, 00002.jpg, ...)")
+    bad = [p.name for p in files if not p.stem.isdigit()]
+    if bad:
+        raise VideoDecodeError(path, f"frame names must be numbers like 00001.jpg; found {bad[0]!r}")
+    return sorted(files, key=lambda p: int(p.stem))
+
+
+def _decode_jpeg(file: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(file) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _read_folder(path: Path, wanted: np.ndarray) -> np.ndarray:
+    files = frame_folder_files(path)
+    if wanted.size and int(wanted[-1]) >= len(files):
+        raise VideoDecodeError(path, f"frame {int(wanted[-1])} requested; the folder holds {len(files)} frames")
+    try:
+        frames = [_decode_jpeg(files[int(i)]) for i in wanted]
+    except (OSError, ValueError) as err:  # Pillow raises these for truncated or garbage JPEGs
+        raise VideoDecodeError(path, f"jpeg: {type(err).__name__}: {str(err).strip()[:300]}") from err
+    if len({f.shape for f in frames}) > 1:
+        raise VideoDecodeError(path, f"frames of different sizes: {sorted({f.shape[:2] for f in frames})}")
+    return np.stack(frames)
+
+
+def _probe_folder(path: Path) -> VideoInfo:
+    files = frame_folder_files(path)
+    try:
+        height, width = _decode_jpeg(files[0]).shape[:2]
+    except (OSError, ValueError) as err:
+        raise VideoDecodeError(path, f"jpeg: first frame: {type(err).__name__}: {err}") from err
+    return VideoInfo(num_frames=len(files), fps=FRAME_FOLDER_FPS, height=int(height), width=int(width))
+
+
 def read_frames(
     path: str | os.PathLike,
     indices: Sequence[int] | np.ndarray | torch.Tensor,
@@ -188,6 +241,10 @@ def read_frames(
     size = check_size(size)
     idx = _as_indices(indices)
     path = Path(path)
+    if path.is_dir():
+        wanted, inverse = np.unique(idx, return_inverse=True)
+        clip = torch.from_numpy(np.ascontiguousarray(_read_folder(path, wanted)[inverse.reshape(-1)]))
+        return clip if size is None else resize_frames(clip, size)
     _check_file(path)
     wanted, inverse = np.unique(idx, return_inverse=True)
     reader = _read_decord if backend == "decord" else _read_pyav
@@ -224,6 +281,8 @@ def declared_frames(path: str | os.PathLike) -> int | None:
     """
     import av
 
+    if Path(path).is_dir():  # a frame folder has no header; its file count is what probe reports
+        return None
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -281,6 +340,8 @@ def probe(path: str | os.PathLike, *, backend: str = "decord") -> VideoInfo:
     """
     check_backend(backend)
     path = Path(path)
+    if path.is_dir():
+        return _probe_folder(path)
     _check_file(path)
     try:
         return _probe_decord(path) if backend == "decord" else _probe_pyav(path)
@@ -299,6 +360,15 @@ def count_decodable_frames(path: str | os.PathLike) -> int:
     import av
 
     path = Path(path)
+    if path.is_dir():  # a frame folder: count the JPEGs that decode, up to the first that does not
+        n = 0
+        for file in frame_folder_files(path):
+            try:
+                _decode_jpeg(file)
+            except (OSError, ValueError):
+                break
+            n += 1
+        return n
     _check_file(path)
     n = 0
     try:
