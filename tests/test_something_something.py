@@ -246,3 +246,23 @@ def test_prepare_script_runs_and_names_missing_label_files(synthetic, tmp_path):
                                 str(labels), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "something-something-v1-validation.csv" in result.stderr
+
+
+def test_the_icm_model_pretrains_on_the_frame_folders(synthetic, tmp_path):
+    from vthcl_lib import engine
+
+    cfg = resolve_config("ci", data_root=str(synthetic), pretrain_dataset=STHV1_DIR, run_dir=str(tmp_path / "icm"),
+                         levels=1, head="linear", epochs=1, progress=False)
+    engine.pretrain(cfg)
+    assert engine.checkpoint_is_complete(cfg)
+    metrics = json.loads((tmp_path / "icm" / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 1 and np.isfinite(metrics["epochs"][0]["loss"])
+
+
+def test_the_paper_icm_parameter_files_train_on_something_something():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "notebooks" / "params"
+    for preset in ("paper_r18", "paper_r50"):
+        params = yaml.safe_load((root / preset / "10_instance_correspondence_map.yaml").read_text())
+        assert params["ICM_DATASET"] == STHV1_DIR and params["PRESET"] == preset

@@ -343,7 +343,7 @@ def write_sthv1_style(root: str | os.PathLike, cfg: SyntheticConfig, *, progress
     ann.mkdir(parents=True, exist_ok=True)
     sizes = {"train": cfg.sthv1_train_videos, "validation": cfg.sthv1_val_videos, "test": cfg.sthv1_test_videos}
     rows: dict[str, list[str]] = {split: [] for split in sizes}
-    bar = tqdm(total=sum(sizes.values()), desc="something-something v1", unit="video", disable=not progress)
+    bar = progress_bar(total=sum(sizes.values()), desc="something-something v1", unit="video", disable=not progress)
     index = 0
     for split, count in sizes.items():
         for _ in range(count):
