@@ -50,7 +50,7 @@ from vthcl_lib.transforms import (
     normalize,
     to_float_cthw,
 )
-from vthcl_lib.video import VideoDecodeError, probe, read_frames
+from vthcl_lib.video import VideoDecodeError, probe, read_chosen_frames, read_frames
 
 LOGGER_NAME = "vthcl_lib.datasets"
 KINETICS_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
@@ -316,6 +316,25 @@ class FrameSource:
             return int(record.num_frames)
         return probe(record.path, backend=self.backend).num_frames
 
+    def read_windows(self, record: VideoRecord,
+                     choose: Callable[[int], np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+        """``(frames, indices)`` with ``indices = choose(frame count)``, from ONE open of the file.
+
+        ``frames`` is uint8 ``[indices.size, H, W, 3]`` in the order of ``indices.reshape(-1)``, so
+        ``choose`` may return several clips' windows ``[K, T]`` (a test video's 10 clips) and
+        their union is decoded once. When the count is known (the cache's, the record's) only the
+        decode opens the file; otherwise the reader that decodes also counts
+        (:func:`vthcl_lib.video.read_chosen_frames`), instead of a probe and then a read.
+        Notebook ``06_action_recognition``.
+        """
+        if self.cache is None and record.num_frames is None:
+            return read_chosen_frames(record.path, choose, backend=self.backend, size=self.decode_size)
+        n = self.num_frames(record)
+        if n < 1:
+            raise VideoDecodeError(record.path, "the video holds no frames")
+        indices = np.asarray(choose(n))
+        return self.read(record, indices.reshape(-1)), indices
+
     def read(self, record: VideoRecord, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Frames ``indices`` of ``record`` as uint8 ``[T, H, W, 3]`` (notebook ``01_tempo_sampling``)."""
         if self.cache is None:
@@ -542,8 +561,8 @@ class LabeledClipDataset(_BadVideoTracker, Dataset):
         ])
 
     def _make(self, record: VideoRecord, rng: np.random.Generator) -> tuple[torch.Tensor]:
-        idx = self.clip_indices(_num_frames_or_bad(self.source, record), rng)
-        frames = self.source.read(record, idx.reshape(-1))  # every distinct frame decoded once
+        # One open of the file for all the clips: count, then decode the union of their frames once.
+        frames, idx = self.source.read_windows(record, lambda n: self.clip_indices(n, rng))
         clips = frames.reshape(idx.shape[0], idx.shape[1], *frames.shape[1:])
         out = [_transform_clip(self.transform, clip, rng) for clip in clips]
         return (out[0],) if self.mode == "train" else (torch.stack(out),)
