@@ -20,9 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vthcl_lib.config import resolve_config
-from vthcl_lib.datasets import build_labeled_dataset
+from vthcl_lib.datasets import BadVideoBudgetExceeded, build_labeled_dataset
 from vthcl_lib.evaluate import autocast_context, downstream_loader, extract_features, frozen_features
 from vthcl_lib.finetune import (
+    _one_line,
     StepSchedule,
     VideoClassifier,
     finetune,
@@ -297,6 +298,23 @@ def test_cli_errors_are_one_line_naming_the_parameter_or_file(args, named, tmp_p
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named in errors[0], done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "run" / "metrics.json").exists()
+
+
+class _BadEverywhere(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        raise BadVideoBudgetExceeded("3 bad videos met, more than failure_budget=2; run the scan step:\n"
+                                     "  /data/a.mp4: file is empty (0 bytes)")
+
+
+def test_an_error_raised_in_a_loader_worker_becomes_one_line():
+    with pytest.raises(Exception) as info:
+        list(downstream_loader(_BadEverywhere(), batch_size=2, num_workers=1))
+    assert "Original Traceback" in str(info.value)  # what the DataLoader hands back from its worker
+    line = _one_line(info.value)
+    assert line == "3 bad videos met, more than failure_budget=2; run the scan step: /data/a.mp4: file is empty (0 bytes)"
 
 
 def test_yaml_paths_are_the_notebooks_and_each_job_gets_its_own_folder():

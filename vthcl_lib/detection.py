@@ -189,7 +189,8 @@ class ActionDetector(nn.Module):
 
     def roi_features(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         """One ``[K, C]`` feature per box: RoIAlign on the res5 map, then the maximum over the grid."""
-        fmap = self.encoder(clips)[self.level]
+        # RoIAlign in float32 even under bf16 autocast: box coordinates and bilinear weights need the bits
+        fmap = self.encoder(clips)[self.level].float()
         height, width = clips.shape[-2:]
         scale = rois.new_tensor([1.0, width, height, width, height])
         pooled = roi_align_3d(fmap, rois * scale, self.roi_size, spatial_scale=fmap.shape[-1] / width)

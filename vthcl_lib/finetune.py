@@ -319,7 +319,8 @@ def job_from_params(params: dict[str, Any], *, config_file: str | os.PathLike | 
     notebook's, written for papermill's ``--cwd notebooks``, so they resolve against the
     ``notebooks/`` folder that holds the file; paths typed on the command line resolve against the
     current directory. The lists the notebook loops over (``INITS``, ``SEEDS``, ``SPLITS``) pick one
-    job: ``init=``, ``seed=``, ``split=`` (needed when the list has several entries). Without
+    job: ``init=``, ``seed=``, ``split=`` (needed when the list has several entries; the seed
+    defaults to ``SEEDS``' only entry, else ``SEED``). Without
     ``run_dir=`` on the command line the job gets its own folder ``<RUN_DIR>/<init>_seed<s>_split<k>``.
     """
     overrides = {k.lower(): v for k, v in (overrides or {}).items()}
@@ -340,7 +341,9 @@ def job_from_params(params: dict[str, Any], *, config_file: str | os.PathLike | 
     base_dir = nb_dir.parent if nb_dir is not None else None
     cfg = resolve_config(fields.pop("preset", None) or "demo", base_dir=base_dir, run_name="06_action_recognition",
                          **fields)
-    seed = int(merged["seed"]) if merged.get("seed") is not None else int(_one_of(merged, "seed", "seeds", cfg.seed))
+    # seed= typed here wins; else the notebook's SEEDS when it names one seed; else SEED
+    seed = int(overrides["seed"]) if overrides.get("seed") is not None else int(_one_of(
+        {k: v for k, v in merged.items() if k != "seed"}, "seed", "seeds", cfg.seed))
     split = int(_one_of(merged, "split", "splits", cfg.finetune.splits[0] if len(cfg.finetune.splits) == 1 else None))
     if split not in cfg.finetune.splits and "split" not in overrides:
         raise ValueError(f"split={split} is not among SPLITS={list(cfg.finetune.splits)}")
@@ -386,7 +389,10 @@ def _one_line(err: BaseException) -> str:
         starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
         if starts:
             lines = [_EXCEPTION_LINE.sub("", lines[starts[-1]])] + lines[starts[-1] + 1:]
-    return "; ".join(line.strip() for line in lines if line.strip())
+    text = ""
+    for line in (line.strip() for line in lines if line.strip()):  # a listing after "...:" continues the sentence
+        text += (" " if text.endswith(":") else "; " if text else "") + line
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -411,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = run_job(job, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, BadVideoBudgetExceeded, VideoDecodeError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # a loader worker that died (out of shared memory, killed): say so, in one line
+        if "DataLoader worker" not in str(err):
+            raise
+        print(f"error: {_one_line(err)} (fewer num_workers=, or a larger /dev/shm)", file=sys.stderr)
         return 2
     print(f"done: {metrics['dataset']} split {metrics['split']} seed {metrics['seed']} init {metrics['init']}: "
           f"video top-1 {metrics['top1']:.4f}, clip top-1 {metrics['clip_top1']:.4f}; "
