@@ -291,6 +291,7 @@ def test_cli_finetunes_one_job_and_writes_metrics_and_weights(ci_data, tmp_path)
     (["--config", PAPER_FINETUNE, "init=vthcl"], "SPLITS"),
     (["--config", CI_PARAMS, "init=external", "split=1", "external_checkpoint=missing.pt"], "missing.pt"),
     (["--config", CI_PARAMS, "epochs"], "epochs"),
+    (["--config", CI_PARAMS, "init=vthcl", "split=1", "pretrain_root=no_pretraining"], "pretrain_if_missing"),
 ])
 def test_cli_errors_are_one_line_naming_the_parameter_or_file(args, named, tmp_path):
     done = _cli(*args, f"run_dir={tmp_path / 'run'}", cwd=tmp_path)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from vthcl_lib.checkpoints import LoadReport, load_slow_encoder
 from vthcl_lib.config import Config, load_params_file, resolve_config
 from vthcl_lib.datasets import BadVideoBudgetExceeded, LabeledClipDataset, build_labeled_dataset
-from vthcl_lib.engine import ensure_pretrained, save_checkpoint, seed_run
+from vthcl_lib.engine import checkpoint_is_complete, ensure_pretrained, save_checkpoint, seed_run
 from vthcl_lib.environment import resolve_device, seed_everything
 from vthcl_lib.evaluate import autocast_context, clip_and_video_accuracy, downstream_loader
 from vthcl_lib.models import ResNet3D, encoder_from_config
@@ -286,7 +286,8 @@ def finetune(cfg: Config, encoder: ResNet3D, *, dataset: str | None = None, spli
 # --------------------------------------------------------------------------- command line
 
 # Notebook 06's parameters that are not config fields, and the config fields they stand for.
-_NOTEBOOK_ONLY = ("init", "inits", "seeds", "split", "pretrain_root", "external_checkpoint", "interactive")
+_NOTEBOOK_ONLY = ("init", "inits", "seeds", "split", "pretrain_root", "external_checkpoint", "interactive",
+                  "pretrain_if_missing")
 _RENAMED = {"dataset": "finetune_dataset", "epochs": "finetune_epochs"}
 _PATHS = ("data_root", "run_dir", "cache_dir", "pretrain_root", "external_checkpoint")
 FINETUNED_NAME = "finetuned.pt"
@@ -322,6 +323,9 @@ def job_from_params(params: dict[str, Any], *, config_file: str | os.PathLike | 
     job: ``init=``, ``seed=``, ``split=`` (needed when the list has several entries; the seed
     defaults to ``SEEDS``' only entry, else ``SEED``). Without
     ``run_dir=`` on the command line the job gets its own folder ``<RUN_DIR>/<init>_seed<s>_split<k>``.
+    ``pretrain_if_missing=true`` lets a ``"vthcl"`` job train a missing pre-training first, as the
+    notebook does; by default the command line refuses (on a GPU server a mistyped
+    ``pretrain_root`` must not start days of pre-training unasked).
     """
     overrides = {k.lower(): v for k, v in (overrides or {}).items()}
     from_file = {k.lower(): v for k, v in params.items()}
@@ -352,8 +356,12 @@ def job_from_params(params: dict[str, Any], *, config_file: str | os.PathLike | 
         run_dir = run_dir / f"{init}_seed{seed}_split{split}"
     pretrain_root = merged.get("pretrain_root") or str(Path(cfg.run_dir).parent / "pretrain")
     cfg = replace(cfg, seed=seed, run_dir=str(run_dir))
+    train_missing = str(merged.get("pretrain_if_missing", "false")).lower()
+    if train_missing not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"pretrain_if_missing={merged['pretrain_if_missing']!r}; expected true or false")
     return {"cfg": cfg, "init": init, "seed": seed, "split": split, "pretrain_root": Path(pretrain_root),
-            "external": merged.get("external_checkpoint"), "run_dir": run_dir}
+            "external": merged.get("external_checkpoint"), "run_dir": run_dir,
+            "pretrain_if_missing": train_missing in ("true", "1", "yes")}
 
 
 def run_job(job: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
@@ -367,6 +375,12 @@ def run_job(job: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
     cfg, init, seed, split = job["cfg"], job["init"], job["seed"], job["split"]
     run_dir = Path(job["run_dir"])
     seed_everything(seed)
+    pretraining = seed_run(cfg, seed, job["pretrain_root"])
+    if init == "vthcl" and not job.get("pretrain_if_missing") and not checkpoint_is_complete(pretraining):
+        raise FileNotFoundError(
+            f"pretrain_root='{job['pretrain_root']}' holds no finished pre-training of seed {seed} "
+            f"('{pretraining.run_dir}'); train it first (python -m vthcl_lib.train --config FILE "
+            f"run_dir={pretraining.run_dir}), point pretrain_root= at it, or pass pretrain_if_missing=true")
     ckpt = checkpoint_for(cfg, init, seed=seed, pretrain_root=job["pretrain_root"], external=job["external"])
     encoder, report = init_slow_encoder(cfg, init, checkpoint=ckpt, seed=seed)
     if report is not None:
@@ -407,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Fine-tune one (init, seed, split) of notebook 06 from a params YAML, e.g. "
         "notebooks/params/paper_r18/06_action_recognition.ucf101.yaml init=vthcl split=1"))
     parser.add_argument("--config", required=True, help="notebook 06's parameters YAML")
-    parser.add_argument("overrides", nargs="*", help="key=value: init=, seed=, split=, run_dir=, epochs=, any config field")
+    parser.add_argument("overrides", nargs="*", help="key=value: init=, seed=, split=, run_dir=, epochs=, pretrain_root=, "
+                        "external_checkpoint=, pretrain_if_missing=, any config field")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
