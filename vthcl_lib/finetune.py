@@ -302,7 +302,8 @@ def _one_of(params: dict[str, Any], single: str, many: str, default: Any = None)
         return listed[0]
     if default is not None:
         return default
-    known = f"{many.upper()}={list(listed)} lists several" if isinstance(listed, (list, tuple)) else f"no {many.upper()}"
+    several = isinstance(listed, (list, tuple))
+    known = f"{many.upper()}={list(listed)} lists several" if several else f"no {many.upper()}"
     raise ValueError(f"{single}= is missing ({known}); the command line runs one job: pass {single}=<value>")
 
 
@@ -387,8 +388,9 @@ def run_job(job: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
         LOGGER.info("initial weights '%s':\n%s", ckpt, report)
     weights = run_dir / "checkpoints" / FINETUNED_NAME
     record = finetune(cfg, encoder, split=split, seed=seed, progress=progress, save_to=weights)
-    metrics = {"job": "finetune", "preset": cfg.preset, "init": init, "initial_weights": None if ckpt is None else str(ckpt),
-               "finetuned_checkpoint": str(weights), "row": result_row(record, init), **record, "config": cfg.to_dict()}
+    metrics = {"job": "finetune", "preset": cfg.preset, "init": init,
+               "initial_weights": None if ckpt is None else str(ckpt), "finetuned_checkpoint": str(weights),
+               "row": result_row(record, init), **record, "config": cfg.to_dict()}
     save_metrics(run_dir, metrics, merge=False)
     return metrics
 
@@ -421,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Fine-tune one (init, seed, split) of notebook 06 from a params YAML, e.g. "
         "notebooks/params/paper_r18/06_action_recognition.ucf101.yaml init=vthcl split=1"))
     parser.add_argument("--config", required=True, help="notebook 06's parameters YAML")
-    parser.add_argument("overrides", nargs="*", help="key=value: init=, seed=, split=, run_dir=, epochs=, pretrain_root=, "
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value: init=, seed=, split=, run_dir=, epochs=, pretrain_root=, "
                         "external_checkpoint=, pretrain_if_missing=, any config field")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
