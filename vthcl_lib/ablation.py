@@ -73,7 +73,8 @@ def score_point(cfg: Config, alpha: int, levels: int, seed: int, *, pretrain_roo
         test_set = build_labeled_dataset(cfg, dataset, split, "test", progress=progress)
         encoder, _ = init_slow_encoder(point_cfg, "vthcl", checkpoint=checkpoint)
         feats = frozen_features(encoder, train_set, test_set, level=cfg.probe.probe_level, device=resolve_device(cfg.device),
-                                seed=seed, progress=progress)
+                                seed=seed, num_workers=cfg.data.num_workers, precision=cfg.train.precision,
+                                progress=progress)
         scores = frozen_protocols(feats["train_x"], feats["train_y"], feats["test_x"], feats["test_y"], cfg.probe, seed=seed)
         rows.append({**common, "protocol": "linear", "top1": scores["linear"]["top1"]})
     if "finetune" in protocols:

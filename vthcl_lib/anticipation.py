@@ -21,14 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
-from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.config import Config
 from vthcl_lib.datasets import build_epic_datasets
 from vthcl_lib.environment import resolve_device
+from vthcl_lib.evaluate import autocast_context, downstream_loader
 from vthcl_lib.finetune import StepSchedule, train_with_schedule
 from vthcl_lib.models import ResNet3D
+from vthcl_lib.progress import progress_bar
 from vthcl_lib.tempo import ObservationWindow, observation_indices, observation_window
 
 __all__ = ["ObservationWindow", "observation_window", "observation_indices", "AnticipationModel", "label_rank",
@@ -162,13 +162,18 @@ def anticipation_metrics(verb_logits: torch.Tensor, noun_logits: torch.Tensor, v
 
 @torch.no_grad()
 def predict_segments(model: AnticipationModel, dataset: Any, *, batch_size: int, device: torch.device,
-                     progress: bool = True) -> dict[str, torch.Tensor]:
-    """Logits and labels of every segment: ``{"verb_logits", "noun_logits", "verbs", "nouns"}`` (notebook ``09_action_anticipation``)."""
+                     num_workers: int = 0, precision: str = "fp32", progress: bool = True) -> dict[str, torch.Tensor]:
+    """Logits and labels of every segment: ``{"verb_logits", "noun_logits", "verbs", "nouns"}`` (notebook ``09_action_anticipation``).
+
+    ``num_workers`` loader workers read the segments (:func:`~vthcl_lib.evaluate.downstream_loader`);
+    the model runs under :func:`~vthcl_lib.evaluate.autocast_context` (``precision``); logits are float32.
+    """
     model.eval()
     parts: dict[str, list] = {"verb_logits": [], "noun_logits": [], "verbs": [], "nouns": []}
-    for clips, verbs, nouns, _ in progress_bar(DataLoader(dataset, batch_size=batch_size, shuffle=False),
-                                       desc="anticipate", disable=not progress, leave=False):
-        verb_logits, noun_logits = model(clips.to(device))
+    loader = downstream_loader(dataset, batch_size=batch_size, num_workers=num_workers, device=device)
+    for clips, verbs, nouns, _ in progress_bar(loader, desc="anticipate", disable=not progress, leave=False):
+        with autocast_context(device, precision):
+            verb_logits, noun_logits = model(clips.to(device, non_blocking=True))
         for key, value in zip(parts, (verb_logits.float().cpu(), noun_logits.float().cpu(), verbs, nouns)):
             parts[key].append(torch.as_tensor(value))
     return {key: torch.cat(values) for key, values in parts.items()}
@@ -203,8 +208,10 @@ def train_anticipation(cfg: Config, encoder: ResNet3D, *, seed: int | None = Non
         return loss, len(verbs)
 
     history = train_with_schedule(model, train_set, batch_loss, schedule, seed=seed, stream=9,
-                                  num_workers=cfg.data.num_workers, desc=f"anticipation seed {seed}", progress=progress)
-    out = predict_segments(model, data["val"], batch_size=an.anticipation_batch_size, device=device, progress=progress)
+                                  num_workers=cfg.data.num_workers, desc=f"anticipation seed {seed}", progress=progress,
+                                  device=device, precision=cfg.train.precision)
+    out = predict_segments(model, data["val"], batch_size=an.anticipation_batch_size, device=device,
+                           num_workers=cfg.data.num_workers, precision=cfg.train.precision, progress=progress)
     metrics = anticipation_metrics(out["verb_logits"], out["noun_logits"], out["verbs"], out["nouns"])
     return {**metrics, "top1": metrics["noun_top1"], "num_train": len(train_set), "num_val": len(data["val"]),
             "seed": seed, "history": history}

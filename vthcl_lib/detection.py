@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
-from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.config import Config
 from vthcl_lib.datasets import AvaKeyframe, build_ava_datasets, collate_keyframes, keyframe_key
 from vthcl_lib.environment import resolve_device
+from vthcl_lib.evaluate import autocast_context, downstream_loader
 from vthcl_lib.finetune import StepSchedule, train_with_schedule
 from vthcl_lib.models import ResNet3D
+from vthcl_lib.progress import progress_bar
 
 
 def _check_boxes(boxes: torch.Tensor, name: str, columns: int) -> torch.Tensor:
@@ -381,7 +381,8 @@ class ActionDetector(nn.Module):
 
     def roi_features(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         """One ``[K, C]`` feature per box: RoIAlign on the res5 map, then the maximum over the grid."""
-        fmap = self.encoder(clips)[self.level]
+        # RoIAlign in float32 even under bf16 autocast: box coordinates and bilinear weights need the bits
+        fmap = self.encoder(clips)[self.level].float()
         height, width = clips.shape[-2:]
         scale = rois.new_tensor([1.0, width, height, width, height])
         pooled = roi_align_3d(fmap, rois * scale, self.roi_size, spatial_scale=fmap.shape[-1] / width)
@@ -393,13 +394,21 @@ class ActionDetector(nn.Module):
 
 @torch.no_grad()
 def predict_boxes(model: ActionDetector, dataset: Any, *, batch_size: int, device: torch.device,
+                  num_workers: int = 0, precision: str = "fp32",
                   progress: bool = True) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``(keyframe key, boxes [K, 4], sigmoid scores [K, C])`` for every keyframe of ``dataset`` (notebook ``08_action_detection``)."""
+    """``(keyframe key, boxes [K, 4], sigmoid scores [K, C])`` for every keyframe of ``dataset`` (notebook ``08_action_detection``).
+
+    ``num_workers`` loader workers read the keyframes (:func:`~vthcl_lib.evaluate.downstream_loader`);
+    the model runs under :func:`~vthcl_lib.evaluate.autocast_context` (``precision``); scores are float32.
+    """
     model.eval()
     out = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_keyframes)
+    loader = downstream_loader(dataset, batch_size=batch_size, num_workers=num_workers, device=device,
+                               collate_fn=collate_keyframes)
     for clips, rois, _, keys in progress_bar(loader, desc="score boxes", disable=not progress, leave=False):
-        scores = torch.sigmoid(model(clips.to(device), rois.to(device)).float()).cpu()
+        with autocast_context(device, precision):
+            logits = model(clips.to(device, non_blocking=True), rois.to(device))
+        scores = torch.sigmoid(logits.float()).cpu()
         for b, key in enumerate(keys):
             mine = rois[:, 0] == b
             out.append((key, rois[mine, 1:].numpy(), scores[mine].numpy()))
@@ -463,8 +472,10 @@ def train_detector(cfg: Config, encoder: ResNet3D, *, seed: int | None = None, p
     # BatchNorm keeps learning (train mode throughout): the paper does not freeze it
     history = train_with_schedule(model, train_set, batch_loss, schedule, seed=seed, stream=8,
                                   num_workers=cfg.data.num_workers, collate_fn=collate_keyframes,
-                                  desc=f"detection seed {seed}", progress=progress)
-    predictions = predict_boxes(model, data["val"], batch_size=det.detection_batch_size, device=device, progress=progress)
+                                  desc=f"detection seed {seed}", progress=progress, device=device,
+                                  precision=cfg.train.precision)
+    predictions = predict_boxes(model, data["val"], batch_size=det.detection_batch_size, device=device,
+                                num_workers=cfg.data.num_workers, precision=cfg.train.precision, progress=progress)
     result = evaluate_detector(predictions, data["val_ground_truth"], data["class_ids"], iou_threshold=det.iou_threshold)
     names = data["label_map"]
     return {"mAP": result["mAP"], "per_class": {names[c]: ap for c, ap in result["per_class"].items()},

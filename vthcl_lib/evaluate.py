@@ -12,13 +12,13 @@ before :func:`extract_features`; otherwise one of the two is compared with stale
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from vthcl_lib.progress import progress_bar
 
 # Queries are scored against the gallery in chunks of this many rows so that a K400-sized
@@ -169,15 +169,114 @@ def clip_and_video_accuracy(clip_logits: Any, labels: Any, *, video_ids: Sequenc
 # --------------------------------------------------------------------------- features from an encoder
 
 
+def autocast_context(device: Any, precision: str = "fp32"):
+    """The autocast context of a downstream forward pass: bf16/fp16 on CUDA, nothing on a CPU.
+
+    Notebooks ``06_action_recognition`` to ``09_action_anticipation``. ``precision`` is the run's
+    ``cfg.train.precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``): the paper presets say ``"bf16"``,
+    so fine-tuning, detection, anticipation and feature extraction run in bf16 there, as
+    pre-training does. The rule is the engine's own helper, so both stay the same.
+    """
+    from vthcl_lib.engine import _autocast  # one rule for pre-training and downstream jobs
+
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision={precision!r}; expected one of ('fp32', 'bf16', 'fp16')")
+    return _autocast(torch.device(device) if device is not None else torch.device("cpu"), precision)
+
+
+class EpochOrder(Sampler):
+    """Training order for a loader whose workers live across epochs: ``(epoch, index)`` pairs.
+
+    Notebooks ``06_action_recognition``, ``08_action_detection``, ``09_action_anticipation``.
+    :meth:`set_epoch` selects the epoch; its order is the permutation that
+    ``DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed_of_epoch(epoch)))``
+    gives (that loader first draws its workers' base seed from the generator, so this does too),
+    so a run repeats the batches of a loader rebuilt every epoch. The epoch travels with each index
+    to the workers (:class:`AtEpoch`), which a persistent worker's copy of the dataset needs.
+    """
+
+    def __init__(self, num_items: int, seed_of_epoch: Callable[[int], int]):
+        self.num_items, self.seed_of_epoch, self.epoch = _check_positive_int("num_items", num_items), seed_of_epoch, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(int(self.seed_of_epoch(self.epoch)))
+        torch.empty((), dtype=torch.int64).random_(generator=generator)  # the draw DataLoader spends on worker seeds
+        epoch = self.epoch
+        return iter([(epoch, i) for i in torch.randperm(self.num_items, generator=generator).tolist()])
+
+
+class AtEpoch(Dataset):
+    """``dataset`` indexed by ``(epoch, index)``: sets the epoch of this process's copy, then returns the item.
+
+    Items depend on ``(seed, epoch, index)`` only (the datasets draw from
+    ``default_rng([seed, epoch, index])``), so the worker that serves an item does not change it.
+    Notebooks ``06_action_recognition`` to ``09_action_anticipation``.
+    """
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if getattr(self.dataset, "epoch", epoch) != epoch:
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def downstream_loader(dataset: Any, *, batch_size: int, num_workers: int = 0, device: Any = None,
+                      shuffle_seed: int | None = None, epoch_seed: Callable[[int], int] | None = None,
+                      drop_last: bool = False, collate_fn: Callable | None = None) -> DataLoader:
+    """The one DataLoader of every downstream and evaluation path (notebooks ``06`` to ``09``).
+
+    ``num_workers`` is the preset's ``cfg.data.num_workers``; memory is pinned when ``device`` is
+    CUDA. The datasets hold no open reader (each item opens its file inside the worker that reads
+    it), and each item is a function of ``(seed, epoch, index)``, so the batches are the same with
+    0 or 8 workers. The order:
+
+    * neither seed: the dataset's order (scoring, feature extraction);
+    * ``shuffle_seed=s``: one pass in the order ``DataLoader(shuffle=True,
+      generator=torch.Generator().manual_seed(s))`` gives (BatchNorm recalibration);
+    * ``epoch_seed=f``: training; the loader's ``sampler`` is an :class:`EpochOrder` (call its
+      ``set_epoch(e)`` before each epoch: order seeded by ``f(e)``) and the workers persist
+      across epochs, since the epoch reaches them with every index.
+    """
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, Integral) or num_workers < 0:
+        raise ValueError(f"num_workers={num_workers!r}; expected a whole number >= 0")
+    if shuffle_seed is not None and epoch_seed is not None:
+        raise ValueError("pass shuffle_seed (one shuffled pass) or epoch_seed (training epochs), not both")
+    if not isinstance(dataset, Dataset) and not hasattr(dataset, "__getitem__"):
+        raise ValueError(f"dataset is a {type(dataset).__name__}; expected a Dataset")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    common = dict(batch_size=batch_size, num_workers=int(num_workers), pin_memory=device.type == "cuda",
+                  drop_last=drop_last, collate_fn=collate_fn)
+    if epoch_seed is not None:
+        # A generator of its own so that the workers' base seed never draws on the global RNG
+        # (that one also drives dropout, which must not depend on the number of workers).
+        return DataLoader(AtEpoch(dataset), sampler=EpochOrder(len(dataset), epoch_seed),
+                          generator=torch.Generator().manual_seed(0), persistent_workers=num_workers > 0, **common)
+    if shuffle_seed is not None:
+        return DataLoader(dataset, shuffle=True, generator=torch.Generator().manual_seed(int(shuffle_seed)), **common)
+    return DataLoader(dataset, shuffle=False, **common)
+
+
 def _loader(loader_or_dataset: Any, batch_size: int, num_workers: int, *, shuffle: bool = False,
-            seed: int = 0) -> DataLoader:
+            seed: int = 0, device: Any = None) -> DataLoader:
     if isinstance(loader_or_dataset, DataLoader):
         return loader_or_dataset
     if not isinstance(loader_or_dataset, Dataset) and not hasattr(loader_or_dataset, "__getitem__"):
         raise ValueError(f"loader_or_dataset is a {type(loader_or_dataset).__name__}; expected a Dataset or DataLoader")
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(loader_or_dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      generator=generator)
+    return downstream_loader(loader_or_dataset, batch_size=batch_size, num_workers=num_workers, device=device,
+                             shuffle_seed=seed if shuffle else None)
 
 
 def _clips_of(batch: Any) -> torch.Tensor:
@@ -197,7 +296,8 @@ def _encoder_device(encoder: nn.Module, device: Any) -> torch.device:
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, dataset: Any, *, level: str = "res5", batch_size: int, device: Any,
-                     num_workers: int = 0, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list]:
+                     num_workers: int = 0, precision: str = "fp32",
+                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Frozen features of every item: ``(features [N, C], labels [N], video_ids)``.
 
     Notebook ``07_linear_probe_and_retrieval``.
@@ -208,13 +308,14 @@ def extract_features(encoder: nn.Module, dataset: Any, *, level: str = "res5", b
     video_id)`` (test mode); in test mode a video's feature is the mean over its K clips. The
     encoder is moved to ``device`` (None: where its parameters are) and run in eval mode without
     gradients; its train/eval mode is restored afterwards. Features come back float32 on the CPU,
-    in dataset order.
+    in dataset order. Items are read by ``num_workers`` loader workers (:func:`downstream_loader`;
+    the preset's ``cfg.data.num_workers``) and the forward pass runs under
+    :func:`autocast_context` (``precision``, the preset's ``cfg.train.precision``: bf16 on CUDA
+    at the paper presets, nothing changes on a CPU).
     """
     batch_size = _check_positive_int("batch_size", batch_size)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, Integral) or num_workers < 0:
-        raise ValueError(f"num_workers={num_workers!r}; expected a whole number >= 0")
-    loader = _loader(dataset, batch_size, int(num_workers))
     device = _encoder_device(encoder, device)
+    loader = _loader(dataset, batch_size, num_workers, device=device)
     encoder.to(device)
     was_training = encoder.training
     encoder.eval()  # BN must use its running statistics, not the batch's
@@ -225,7 +326,8 @@ def extract_features(encoder: nn.Module, dataset: Any, *, level: str = "res5", b
             b = clips.shape[0]
             num_clips = clips.shape[1] if clips.dim() == 6 else 1
             x = clips.reshape(b * num_clips, *clips.shape[-4:]).to(device, non_blocking=True)
-            maps = encoder(x)
+            with autocast_context(device, precision):
+                maps = encoder(x)
             if not isinstance(maps, dict) or level not in maps:
                 known = sorted(maps) if isinstance(maps, dict) else type(maps).__name__
                 raise ValueError(f"level={level!r}; the encoder returned {known}")
@@ -246,7 +348,8 @@ def extract_features(encoder: nn.Module, dataset: Any, *, level: str = "res5", b
 
 @torch.no_grad()
 def recalibrate_batchnorm(encoder: nn.Module, loader_or_dataset: Any, *, num_batches: int | None,
-                          batch_size: int = 32, device: Any = None, seed: int = 0) -> int:
+                          batch_size: int = 32, device: Any = None, seed: int = 0, num_workers: int = 0,
+                          precision: str = "fp32") -> int:
     """Recompute every BatchNorm's running mean/variance from data; returns the clips seen.
 
     Notebook ``07_linear_probe_and_retrieval`` (SYNTHETIC_NOTES: do this for the random and the
@@ -258,13 +361,15 @@ def recalibrate_batchnorm(encoder: nn.Module, loader_or_dataset: Any, *, num_bat
     per-batch statistics rather than an exponential average dominated by the last batches. Only the
     BN layers run in train mode; weights are untouched; the original momenta and train/eval modes
     are restored. A dataset is wrapped in a DataLoader shuffled with ``seed`` (so the batches mix
-    classes); a DataLoader is used as given. Test-mode items ``[K, C, T, H, W]`` are flattened to
-    K clips each.
+    classes; :func:`downstream_loader` with ``num_workers`` workers); a DataLoader is used as given.
+    Test-mode items ``[K, C, T, H, W]`` are flattened to K clips each. The forward passes run under
+    :func:`autocast_context` (``precision``), as the extraction that follows does.
     """
     if num_batches is not None:
         num_batches = _check_positive_int("num_batches", num_batches)
-    loader = _loader(loader_or_dataset, _check_positive_int("batch_size", batch_size), 0, shuffle=True, seed=seed)
     device = _encoder_device(encoder, device)
+    loader = _loader(loader_or_dataset, _check_positive_int("batch_size", batch_size), num_workers, shuffle=True,
+                     seed=seed, device=device)
     encoder.to(device)
     bns = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
@@ -283,7 +388,8 @@ def recalibrate_batchnorm(encoder: nn.Module, loader_or_dataset: Any, *, num_bat
                 break
             clips = _clips_of(batch)
             x = clips.reshape(-1, *clips.shape[-4:]).to(device, non_blocking=True)
-            encoder(x)
+            with autocast_context(device, precision):
+                encoder(x)
             seen += x.shape[0]
     finally:
         for bn, momentum in zip(bns, momenta):
@@ -464,13 +570,16 @@ def frozen_protocols(train_x: Any, train_y: Any, test_x: Any, test_y: Any, probe
 
 def frozen_features(encoder: nn.Module, train_set: Any, test_set: Any, *, level: str = "res5", device: Any = None,
                     recalibrate: bool = True, seed: int = 0, batch_size: int = 8, recalibrate_batches: int | None = 20,
-                    cache_path: str | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+                    cache_path: str | None = None, num_workers: int = 0, precision: str = "fp32",
+                    progress: bool = True) -> dict[str, torch.Tensor]:
     """One extraction for every frozen protocol: ``{"train_x", "train_y", "test_x", "test_y"}``.
 
     Notebook ``07_linear_probe_and_retrieval``. With ``recalibrate`` the encoder's BatchNorm
     statistics are first re-estimated on ``train_set`` (which should yield *clean* clips: the eval
     transform, i.e. ``build_labeled_dataset(..., "train", mode="test")``). With ``cache_path`` the
     features are saved there (atomically) and read back on the next call instead of re-extracted.
+    ``num_workers`` and ``precision`` (the preset's ``cfg.data.num_workers`` and
+    ``cfg.train.precision``) go to every pass: recalibration and both extractions.
     """
     from pathlib import Path
 
@@ -478,11 +587,11 @@ def frozen_features(encoder: nn.Module, train_set: Any, test_set: Any, *, level:
         return torch.load(cache_path, map_location="cpu", weights_only=True)
     if recalibrate:
         recalibrate_batchnorm(encoder, train_set, num_batches=recalibrate_batches, batch_size=batch_size,
-                              device=device, seed=seed)
-    train_x, train_y, _ = extract_features(encoder, train_set, level=level, batch_size=batch_size, device=device,
-                                           progress=progress)
-    test_x, test_y, _ = extract_features(encoder, test_set, level=level, batch_size=batch_size, device=device,
-                                         progress=progress)
+                              device=device, seed=seed, num_workers=num_workers, precision=precision)
+    loading = dict(level=level, batch_size=batch_size, device=device, num_workers=num_workers, precision=precision,
+                   progress=progress)
+    train_x, train_y, _ = extract_features(encoder, train_set, **loading)
+    test_x, test_y, _ = extract_features(encoder, test_set, **loading)
     out = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
     if cache_path is not None:
         from vthcl_lib.engine import save_checkpoint  # the same atomic write as the checkpoints

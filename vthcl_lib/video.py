@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -258,6 +258,65 @@ def read_frames(
         raise VideoDecodeError(path, f"{backend} returned frames of shape {frames.shape}")
     clip = torch.from_numpy(np.ascontiguousarray(frames[inverse.reshape(-1)]))
     return clip if size is None else resize_frames(clip, size)
+
+
+def read_chosen_frames(
+    path: str | os.PathLike,
+    choose: Callable[[int], np.ndarray],
+    *,
+    backend: str = "decord",
+    size: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Open ``path`` once: ``indices = choose(frame count)``, then decode them; returns ``(frames, indices)``.
+
+    ``frames`` is uint8 ``[indices.size, H, W, 3]`` in the order of ``indices.reshape(-1)`` (each
+    distinct frame decoded once), as :func:`read_frames` gives. With decord the frame count comes
+    from the same reader that decodes, so a video's 10 test clips cost one open of the file, not a
+    probe and then a read; PyAV learns the count from a :func:`probe` first. Failures raise
+    :class:`VideoDecodeError` naming the file. Notebook ``06_action_recognition``.
+    """
+    check_backend(backend)
+    size = check_size(size)
+    path = Path(path)
+    if path.is_dir():  # a frame folder: its count is a directory listing, no decode
+        indices = np.asarray(choose(len(frame_folder_files(path))))
+        return read_frames(path, indices.reshape(-1), backend=backend, size=size), indices
+    _check_file(path)
+    if backend != "decord":
+        indices = np.asarray(choose(probe(path, backend=backend).num_frames))
+        return read_frames(path, indices.reshape(-1), backend=backend, size=size), indices
+
+    def failed(err: BaseException) -> VideoDecodeError:
+        return VideoDecodeError(path, f"decord: {type(err).__name__}: {str(err).strip()[:300]}")
+
+    decord = _decord()
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        n = len(reader)
+    except _backend_errors() as err:
+        raise failed(err) from err
+    try:
+        if n < 1:
+            raise VideoDecodeError(path, "the file holds no frames")
+        indices = np.asarray(choose(n))
+        wanted, inverse = np.unique(_as_indices(indices.reshape(-1)), return_inverse=True)
+        if wanted[-1] >= n:
+            raise VideoDecodeError(path, f"frame {int(wanted[-1])} requested but the file has {n} frames")
+        try:
+            frames = reader.get_batch(wanted.tolist()).asnumpy()
+        except _backend_errors() as err:
+            if not _is_decord_width_bug(err):
+                raise failed(err) from err
+            try:
+                frames = _read_pyav(path, wanted)
+            except _backend_errors() as pyav_err:
+                raise VideoDecodeError(path, f"pyav: {type(pyav_err).__name__}: {pyav_err}") from pyav_err
+    finally:
+        del reader
+    if frames.ndim != 4 or frames.shape[0] != len(wanted) or frames.shape[-1] != 3:
+        raise VideoDecodeError(path, f"decord returned frames of shape {frames.shape}")
+    clip = torch.from_numpy(np.ascontiguousarray(frames[inverse.reshape(-1)]))
+    return (clip if size is None else resize_frames(clip, size)), indices
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from vthcl_lib.cache import FrameCache
 from vthcl_lib.datasets.records import LOGGER_NAME, BadVideoBudgetExceeded, VideoRecord
-from vthcl_lib.video import VideoDecodeError, probe, read_frames
+from vthcl_lib.video import VideoDecodeError, probe, read_chosen_frames, read_frames
 
 
 class FrameSource:
@@ -56,6 +56,25 @@ class FrameSource:
         if record.num_frames is not None:
             return int(record.num_frames)
         return probe(record.path, backend=self.backend).num_frames
+
+    def read_windows(self, record: VideoRecord,
+                     choose: Callable[[int], np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+        """``(frames, indices)`` with ``indices = choose(frame count)``, from ONE open of the file.
+
+        ``frames`` is uint8 ``[indices.size, H, W, 3]`` in the order of ``indices.reshape(-1)``, so
+        ``choose`` may return several clips' windows ``[K, T]`` (a test video's 10 clips) and
+        their union is decoded once. When the count is known (the cache's, the record's) only the
+        decode opens the file; otherwise the reader that decodes also counts
+        (:func:`vthcl_lib.video.read_chosen_frames`), instead of a probe and then a read.
+        Notebook ``06_action_recognition``.
+        """
+        if self.cache is None and record.num_frames is None:
+            return read_chosen_frames(record.path, choose, backend=self.backend, size=self.decode_size)
+        n = self.num_frames(record)
+        if n < 1:
+            raise VideoDecodeError(record.path, "the video holds no frames")
+        indices = np.asarray(choose(n))
+        return self.read(record, indices.reshape(-1)), indices
 
     def read(self, record: VideoRecord, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Frames ``indices`` of ``record`` as uint8 ``[T, H, W, 3]`` (notebook ``01_tempo_sampling``)."""

@@ -243,8 +243,8 @@ class LabeledClipDataset(_BadVideoTracker, Dataset):
         ])
 
     def _make(self, record: VideoRecord, rng: np.random.Generator) -> tuple[torch.Tensor]:
-        idx = self.clip_indices(_num_frames_or_bad(self.source, record), rng)
-        frames = self.source.read(record, idx.reshape(-1))  # every distinct frame decoded once
+        # One open of the file for all the clips: count, then decode the union of their frames once.
+        frames, idx = self.source.read_windows(record, lambda n: self.clip_indices(n, rng))
         clips = frames.reshape(idx.shape[0], idx.shape[1], *frames.shape[1:])
         out = [_transform_clip(self.transform, clip, rng) for clip in clips]
         return (out[0],) if self.mode == "train" else (torch.stack(out),)
