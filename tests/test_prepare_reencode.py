@@ -182,3 +182,30 @@ def test_a_failed_reencode_stops_naming_the_file_and_leaves_no_partial_file(tmp_
     assert not bad_target.exists()
     leftovers = [p.name for p in (tmp_path / "out").iterdir()] if (tmp_path / "out").exists() else []
     assert all(not name.startswith(".") for name in leftovers), leftovers  # no temp file left behind
+
+
+def test_decode_gop_bench_encodes_what_it_says_and_reports_ratios(tmp_path, capsys):
+    """`python -m vthcl_lib.bench decode-gop` at a tiny size: the files it times have the keyframes it claims."""
+    import json
+
+    from vthcl_lib.bench import main
+
+    out = tmp_path / "gop.json"
+    code = main(["decode-gop", "--frames", "160", "--windows", "2", "--rounds", "1", "--gops", "64", "8",
+                 "--size", "64", "86", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "ratio" in printed and "gop 64 single-shot / gop 8" in printed
+    result = json.loads(out.read_text())
+    files = result["files"]
+    assert list(files) == ["gop 64", "gop 64 single-shot", "gop 8"]
+    assert all(f["frames"] == 160 and f["codec"] == "libx264" for f in files.values())
+    assert files["gop 8"]["largest_keyframe_gap"] <= 8
+    assert files["gop 64 single-shot"]["largest_keyframe_gap"] == 64  # scene cuts off: exactly the GOP
+    assert files["gop 64 single-shot"]["scene_cuts"] is False and "scene_cuts" not in files["gop 8"]
+    assert result["clip_frames"] == 16 and result["size"] == [64, 86]
+    for backend in ("decord", "pyav"):
+        assert set(result["ratio"][backend]) == {"gop 64", "gop 64 single-shot"}
+        assert all(seconds > 0 for seconds in result["seconds_per_window"][backend].values())
+    with pytest.raises(SystemExit) as info:
+        main(["decode-gop", "--frames", "10"])
+    assert info.value.code == 2 and "--frames must be >= 64" in capsys.readouterr().err

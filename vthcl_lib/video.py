@@ -425,7 +425,9 @@ class VideoWriter:
     ``.avi``). ``quality`` is a constant-quality level (lower is better): x264/VP9 CRF (their
     defaults when None), the MPEG-4/MJPEG quantiser (:data:`QUANTISER_DEFAULT` when None); ``gop``
     the keyframe interval (short GOPs make seeking cheap); ``preset`` an x264 speed preset;
-    ``comment`` a text tag stored in the container. Notebook ``00_setup_and_data``.
+    ``scene_cuts=False`` (x264) stops the extra keyframes x264 puts at scene changes, so keyframes come
+    exactly every ``gop`` frames, as in a single-shot clip; ``comment`` a text tag stored in the
+    container. Notebook ``00_setup_and_data``.
     """
 
     def __init__(
@@ -437,6 +439,7 @@ class VideoWriter:
         quality: int | None = None,
         gop: int | None = None,
         preset: str | None = None,
+        scene_cuts: bool = True,
         comment: str | None = None,
     ):
         self.path = Path(path)
@@ -448,11 +451,14 @@ class VideoWriter:
             raise ValueError(f"preset={preset!r} applies to H.264 (libx264) only, not {self.codec} ('{self.path}')")
         if preset is not None and preset not in X264_PRESETS:
             raise ValueError(f"preset={preset!r} is not an x264 preset; expected one of {X264_PRESETS}")
+        if not scene_cuts and self.codec != "libx264":
+            raise ValueError(f"scene_cuts=False applies to H.264 (libx264) only, not {self.codec} ('{self.path}')")
         if gop is not None and (int(gop) != gop or gop < 1):
             raise ValueError(f"gop={gop!r} must be a whole number >= 1 (frames between keyframes)")
         if quality is None and self.codec in ("mpeg4", "mjpeg"):
             quality = QUANTISER_DEFAULT
         self.fps, self.quality, self.gop, self.preset, self.comment = fps, quality, gop, preset, comment
+        self.scene_cuts = scene_cuts
         self.frames_written = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
         self._container = None
@@ -464,12 +470,14 @@ class VideoWriter:
         """What the encode uses: ``codec``, ``crf`` (x264, VP9) or ``quantiser``, ``preset``, ``gop``.
 
         Defaults are spelled out (x264: CRF 23, preset medium); ``None`` means the codec's own.
+        ``scene_cuts: False`` is added when x264's scene-cut keyframes are off.
         """
         x264 = self.codec == "libx264"
         rate = "crf" if self.codec in ("libx264", "libvpx-vp9") else "quantiser"
         quality = self.quality if self.quality is not None or not x264 else X264_DEFAULT_CRF
         preset = self.preset or (X264_DEFAULT_PRESET if x264 else None)
-        return {"codec": self.codec, rate: quality, "preset": preset, "gop": self.gop}
+        return {"codec": self.codec, rate: quality, "preset": preset, "gop": self.gop,
+                **({} if self.scene_cuts else {"scene_cuts": False})}
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -488,10 +496,13 @@ class VideoWriter:
             raise ValueError(f"H.264 needs even frame sizes, got {height}x{width} for '{self.path}'")
         # x264's macroblock tree makes its output differ from run to run on identical frames; without it
         # the same frames give the same bytes (the synthetic corpus is reproducible bit for bit).
-        options = {"x264-params": "mbtree=0"} if self.codec == "libx264" else {}
+        options = {}
+        if self.codec == "libx264":
+            options["x264-params"] = "mbtree=0" + ("" if self.scene_cuts else ":scenecut=0")
         if self.quality is not None:
             q = str(self.quality)  # x264/VP9: constant rate factor; MPEG-4/MJPEG: a fixed quantiser
-            options |= {"libx264": {"crf": q}, "libvpx-vp9": {"crf": q, "b": "0"}}.get(self.codec, {"qmin": q, "qmax": q})
+            by_codec = {"libx264": {"crf": q}, "libvpx-vp9": {"crf": q, "b": "0"}}
+            options |= by_codec.get(self.codec, {"qmin": q, "qmax": q})
         if self.preset is not None:
             options["preset"] = self.preset
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -518,7 +529,8 @@ class VideoWriter:
         if self._container is None:
             self._open(*size)
         elif size != self._size:
-            raise ValueError(f"frames of {size[0]}x{size[1]} after {self._size[0]}x{self._size[1]} ones in '{self.path}'")
+            raise ValueError(f"frames of {size[0]}x{size[1]} after {self._size[0]}x{self._size[1]} ones "
+                             f"in '{self.path}'; expected one size")
         for image in frames:
             for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 self._container.mux(packet)
