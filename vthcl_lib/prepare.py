@@ -587,7 +587,6 @@ def _reencoded_is_current(target: Path, check: VideoCheck, settings: dict, backe
 def _reencode_job(job: tuple) -> str | None:
     """One re-encode in a pool process; returns None, or why it failed (exceptions need not pickle)."""
     source, target, settings, chunk_frames = job
-    torch.set_num_threads(1)  # one process per core: the resize must not spawn a thread per core in each
     try:
         reencode_video(source, target, short_side=settings["short_side"], gop=settings["gop"],
                        quality=settings.get("crf", settings.get("quantiser")), preset=settings["preset"],
@@ -595,6 +594,10 @@ def _reencode_job(job: tuple) -> str | None:
     except Exception as err:  # noqa: BLE001 - reported by the parent, naming the file
         return str(err) if isinstance(err, VideoDecodeError) else f"{type(err).__name__}: {err}"
     return None
+
+
+def _pool_process_init() -> None:
+    torch.set_num_threads(1)  # one process per core: the resize must not start a thread per core in each
 
 
 def run_reencodes(
@@ -624,7 +627,8 @@ def run_reencodes(
         from concurrent.futures.process import BrokenProcessPool
 
         # spawn, not fork: the parent may hold torch threads, which forked children inherit badly.
-        with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_pool_process_init) as pool:
             futures = {pool.submit(_reencode_job, packed_job): job for job, packed_job in zip(jobs, packed)}
             for future in tqdm(as_completed(futures), **bar):
                 try:
