@@ -301,3 +301,77 @@ def test_torchcodec_real_camera_clip_is_frame_exact_against_pyav():
     errors = np.abs(frames - reference[indices]).mean(axis=(1, 2, 3))
     neighbours = np.abs(frames - reference[[i + 1 for i in indices]]).mean(axis=(1, 2, 3))
     assert np.all(errors < 3.0) and np.all(neighbours > errors + 1.0), (errors, neighbours)
+
+
+class _StandInDecoder:
+    """torchcodec's VideoDecoder interface over PyAV, to run our adapter's code where torchcodec is absent.
+
+    It checks the arguments the adapter passes (CUDA device, exact seeking, NHWC) and returns what
+    torchcodec returns: metadata, and a batch whose ``.data`` is uint8 ``[N, H, W, 3]``.
+    """
+
+    opened: list[dict] = []
+
+    def __init__(self, source, *, device, seek_mode, dimension_order):
+        assert device == "cuda:0" and seek_mode == "exact" and dimension_order == "NHWC"
+        self.source = source
+        self.opened.append({"source": source})
+        try:
+            info = probe(source, backend="pyav")
+        except VideoDecodeError as err:
+            raise RuntimeError(f"Could not open input file {source} {err.reason}") from None  # as torchcodec does
+        self.metadata = type("Meta", (), {"num_frames": info.num_frames, "average_fps": info.fps,
+                                          "height": info.height, "width": info.width})()
+
+    def get_frames_at(self, *, indices):
+        assert indices == sorted(set(indices))  # the adapter asks for each distinct frame once, in order
+        return type("Batch", (), {"data": read_frames(self.source, indices, backend="pyav")})()
+
+
+@pytest.fixture
+def stand_in_torchcodec(monkeypatch):
+    import types
+
+    from vthcl_lib.video import backend_unavailable_reason
+
+    package, decoders = types.ModuleType("torchcodec"), types.ModuleType("torchcodec.decoders")
+    decoders.VideoDecoder = _StandInDecoder
+    package.decoders = decoders
+    monkeypatch.setitem(sys.modules, "torchcodec", package)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", decoders)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    _StandInDecoder.opened.clear()
+    backend_unavailable_reason.cache_clear()
+    yield
+    backend_unavailable_reason.cache_clear()
+
+
+def test_torchcodec_adapter_maps_indices_resizes_and_probes(stand_in_torchcodec, coded_videos, tmp_path):
+    path = coded_videos["h264"]
+    for kind, indices in INDEX_SETS.items():
+        frames = read_frames(path, indices, backend="torchcodec")
+        assert frames.dtype == torch.uint8 and frames.shape == (len(indices), 48, 64, 3), kind
+        assert [decode_number(f) for f in frames] == indices, kind
+    small = read_frames(path, [70, 7, 70], backend="torchcodec", size=(24, 32))
+    assert small.shape == (3, 24, 32, 3) and [decode_number(f) for f in small] == [70, 7, 70]
+    info = probe(path, backend="torchcodec")
+    assert (info.num_frames, info.height, info.width, info.fps) == (NUM_FRAMES, 48, 64, pytest.approx(25.0))
+    with pytest.raises(VideoDecodeError, match=f"the file has {NUM_FRAMES} frames"):
+        read_frames(path, [0, NUM_FRAMES], backend="torchcodec")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    for call in (lambda: read_frames(garbage, [0], backend="torchcodec"), lambda: probe(garbage, backend="torchcodec")):
+        with pytest.raises(VideoDecodeError, match="garbage.mp4.*torchcodec: RuntimeError"):  # names file, backend
+            call()
+
+
+def test_torchcodec_in_a_bad_fork_is_a_config_error_not_a_bad_video(stand_in_torchcodec, coded_videos, monkeypatch):
+    from vthcl_lib.video import BackendUnavailableError
+
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    for call in (lambda: read_frames(coded_videos["h264"], [0], backend="torchcodec"),
+                 lambda: probe(coded_videos["h264"], backend="torchcodec")):
+        with pytest.raises(BackendUnavailableError, match="multiprocessing_context='spawn'"):
+            call()
+    assert _StandInDecoder.opened == []  # refused before any decoder was made

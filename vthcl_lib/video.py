@@ -278,7 +278,7 @@ def read_frames(
     reader = {"decord": _read_decord, "pyav": _read_pyav, "torchcodec": _read_torchcodec}[backend]
     try:
         frames = reader(path, wanted)
-    except VideoDecodeError:
+    except (VideoDecodeError, BackendUnavailableError):
         raise
     except _backend_errors() as err:
         raise VideoDecodeError(path, f"{backend}: {type(err).__name__}: {str(err).strip()[:300]}") from err
@@ -373,7 +373,7 @@ def probe(path: str | os.PathLike, *, backend: str = "decord") -> VideoInfo:
     prober = {"decord": _probe_decord, "pyav": _probe_pyav, "torchcodec": _probe_torchcodec}[backend]
     try:
         return prober(path)
-    except VideoDecodeError:
+    except (VideoDecodeError, BackendUnavailableError):
         raise
     except _backend_errors() as err:
         raise VideoDecodeError(path, f"{backend}: {type(err).__name__}: {str(err).strip()[:300]}") from err
