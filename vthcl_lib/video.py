@@ -222,7 +222,7 @@ def _read_pyav(path: Path, wanted: np.ndarray, *, seek: bool = True) -> np.ndarr
 def _torchcodec_decoder(path: Path):
     from torchcodec.decoders import VideoDecoder
 
-    if torch.cuda._is_in_bad_fork():
+    if getattr(torch.cuda, "_is_in_bad_fork", lambda: False)():  # torch's own test (private, so guarded)
         raise BackendUnavailableError(
             f"backend='torchcodec' cannot decode '{path}' in a process forked after CUDA started in its parent; "
             "start DataLoader workers with multiprocessing_context='spawn' or read in the main process")
@@ -249,7 +249,8 @@ def _probe_torchcodec(path: Path) -> VideoInfo:
         n = int(meta.num_frames or 0)
         if n == 0:
             raise VideoDecodeError(path, "the file holds no frames")
-        return VideoInfo(num_frames=n, fps=float(meta.average_fps or 0), height=int(meta.height), width=int(meta.width))
+        return VideoInfo(num_frames=n, fps=float(meta.average_fps or 0), height=int(meta.height),
+                         width=int(meta.width))
     finally:
         del decoder
 
