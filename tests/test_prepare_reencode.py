@@ -147,6 +147,8 @@ def test_ucf101_reencode_records_mpeg4_quantiser(tmp_path):
     for entry in manifest["videos"]:
         if entry["problem"] is None:
             assert_gop_at_most(tmp_path / "o" / entry["path"], 32)
+            tag = read_reencode_tag(tmp_path / "o" / entry["path"])  # AVI keeps the settings tag too
+            assert tag == "vthcl-prepare short_side=16 codec=mpeg4 quantiser=4 preset=None gop=32"
 
 
 @pytest.mark.parametrize(
