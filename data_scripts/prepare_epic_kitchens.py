@@ -11,7 +11,9 @@ under ``--videos`` (``<participant>/<video_id>.MP4`` as downloaded, or flat) and
 one id a line (the paper follows the Epic baseline's 232 train / 40 val videos); the rest train.
 Without it, lists already in ``<out>/splits`` are kept, else the default holds out the last video
 (by id) of each participant with at least 2 videos and says so. Options (``--help``): ``--copy``,
-``--short-side 256`` (re-encodes to H.264 ``.MP4``), ``--min-frames``, ``--backend``, ``--workers``,
+``--short-side 256`` (re-encodes to H.264 ``.MP4``, streamed, so an hour-long video needs one
+chunk of memory; a keyframe every ``--gop`` frames, default 32; ``--quality``, ``--preset``),
+``--min-frames``, ``--backend``, ``--workers`` (processes for the scan and the re-encodes),
 ``--strict``. Without ``--videos`` and ``--annotations`` it verifies ``--out`` in place. The logic
 lives in ``vthcl_lib.prepare`` (notebooks ``00_setup_and_data``, ``09_action_anticipation``).
 """

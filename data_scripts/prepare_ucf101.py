@@ -3,7 +3,8 @@
     python data_scripts/prepare_ucf101.py --videos /dl/UCF-101 --splits /dl/ucfTrainTestlist --out data/ucf101
 
 Options (``--help``): ``--copy`` copies instead of symlinking, ``--short-side 128`` re-encodes
-(MPEG-4 ``.avi``), ``--min-frames``, ``--backend``, ``--workers``, ``--strict``. Without ``--videos``
+(MPEG-4 ``.avi``, a keyframe every ``--gop`` frames, default 32; ``--quality``), ``--min-frames``, ``--backend``,
+``--workers`` (processes for the scan and the re-encodes), ``--strict``. Without ``--videos``
 and ``--splits`` it verifies ``--out`` in place. The logic lives in ``vthcl_lib.prepare``
 (notebook ``00_setup_and_data``).
 """

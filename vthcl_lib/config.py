@@ -65,7 +65,7 @@ class DataConfig:
     tau: int = 8  # slow stride; the slow clip has window/tau frames
     alpha: int = 2  # relative tempo; the fast stride is tau/alpha
     short_video: str = "clamp"  # "clamp" | "loop": rule for videos shorter than the window
-    backend: str = "decord"  # "decord" | "pyav"
+    backend: str = "decord"  # "decord" | "pyav" (CPU) | "torchcodec" (CUDA, optional: vthcl_lib.video)
     decode_size: tuple[int, int] | None = (64, 64)  # (h, w) at decode time; None keeps the file's size
     crop_size: int = 56  # output of the random resized crop
     crop_scale: tuple[float, float] = (0.3, 1.0)

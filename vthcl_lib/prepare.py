@@ -15,11 +15,13 @@ Given the user's extracted download (a video folder and its split files, CSVs or
 4. places it at its project path: a symlink (default), a copy (``copy=True``), nothing when the
    download already is the project layout (verified in place), or, with ``short_side``, a re-encoded
    file whose short side is ``short_side`` pixels (H.264 ``.mp4`` for Kinetics and AVA, ``.MP4`` for
-   Epic-Kitchens, MPEG-4 ``.avi`` for UCF-101 / HMDB-51, same file stem, same frames and fps). Bad
-   videos are placed as they are: the quarantine list names them and the loader's failure budget
-   handles them;
-5. writes ``out/manifest.json`` (counts, sha256 of every split file, one entry per video) and
-   ``out/quarantine.tsv`` beside it.
+   Epic-Kitchens, MPEG-4 ``.avi`` for UCF-101 / HMDB-51, same file stem, same frames and fps) with a
+   keyframe at least every ``gop`` frames (default 32, so a random 64-frame window decodes from
+   close by, not from the clip's start), streamed a chunk at a time (memory does not grow with the
+   video) in ``workers`` processes. Bad videos are placed as they are: the quarantine list names
+   them and the loader's failure budget handles them;
+5. writes ``out/manifest.json`` (counts, sha256 of every split file, the re-encode settings, one
+   entry per video) and ``out/quarantine.tsv`` beside it.
 
 AVA and Epic-Kitchens name their videos by id (``<video_id>.<ext>``, any container), so their videos
 are found by file stem. AVA lists the distinct videos of ``ava_{train,val}_v2.2.csv`` and places them
@@ -50,7 +52,18 @@ from vthcl_lib.progress import progress_bar
 
 from vthcl_lib.datasets import ID_VIDEO_EXTENSIONS
 from vthcl_lib.scan import PROBLEMS, VideoCheck, scan_videos
-from vthcl_lib.video import BACKENDS, check_backend, probe, read_frames, write_video
+from vthcl_lib.video import (
+    BACKENDS,
+    QUANTISER_DEFAULT,
+    X264_DEFAULT_CRF,
+    X264_DEFAULT_PRESET,
+    X264_PRESETS,
+    VideoDecodeError,
+    VideoWriter,
+    check_backend,
+    probe,
+    resize_frames,
+)
 
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.tsv"
@@ -351,29 +364,120 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return even(height * short_side / width), even(short_side)
 
 
+DEFAULT_GOP = 32  # frames between keyframes in a re-encode: a 64-frame window decodes at most 31 frames early
+DEFAULT_CHUNK_FRAMES = 32
+_TAG = "vthcl-prepare"  # the container comment a re-encode carries: its settings, so a re-run knows them
+
+
+@dataclass(frozen=True)
+class ReencodeResult:
+    """What :func:`reencode_video` did (notebook ``00_setup_and_data``).
+
+    ``peak_frames_held``: the most decoded frames held at once, at most ``chunk_frames`` whatever the
+    video's length (the encoder's own look-ahead, a fixed few dozen frames, comes on top).
+    """
+
+    path: Path
+    frames: int
+    chunks: int
+    peak_frames_held: int
+    settings: dict
+
+
+def reencode_settings(path: str | os.PathLike, *, short_side: int, gop: int = DEFAULT_GOP,
+                      quality: int | None = None, preset: str | None = None) -> dict:
+    """The settings a re-encode to ``path`` records: ``short_side`` and the encoder's (codec, crf or
+    quantiser, preset, gop), defaults spelled out. Invalid values raise ``ValueError`` naming them.
+    Notebook ``00_setup_and_data``.
+    """
+    short_side_size(2, 2, short_side)
+    return {"short_side": int(short_side), **VideoWriter(path, gop=gop, quality=quality, preset=preset).settings}
+
+
+def _settings_tag(settings: dict) -> str:
+    return _TAG + " " + " ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def read_reencode_tag(path: str | os.PathLike) -> str | None:
+    """The settings comment a re-encode wrote into ``path``, or None (not ours, or unreadable).
+
+    Notebook ``00_setup_and_data``.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            comment = container.metadata.get("comment")
+    except Exception:  # noqa: BLE001 - anything unreadable simply has no tag
+        return None
+    return comment if comment and comment.startswith(_TAG) else None
+
+
 def reencode_video(
     source: str | os.PathLike,
     target: str | os.PathLike,
     *,
     short_side: int,
-    backend: str = "decord",
-    chunk_frames: int = 128,
+    gop: int = DEFAULT_GOP,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     quality: int | None = None,
-) -> Path:
+    preset: str | None = None,
+) -> ReencodeResult:
     """Re-encode ``source`` to ``target`` (codec from its extension) with short side ``short_side``.
 
-    Frames are decoded ``chunk_frames`` at a time and resized right away, so the full-size video is
-    never in memory at once; every frame and the fps are kept. Notebook ``00_setup_and_data``.
+    Streams: PyAV decodes frame by frame, every ``chunk_frames`` frames are resized together
+    (:func:`~vthcl_lib.video.resize_frames`, the loader's own resize) and handed to the encoder, so
+    memory is bounded by one chunk whatever the video's length. A keyframe at least every ``gop``
+    frames keeps a random window's decode short. Every frame and the fps are kept; the settings go
+    into the file's comment tag (:func:`read_reencode_tag`). The file appears only when complete;
+    a failure raises :class:`~vthcl_lib.video.VideoDecodeError` naming ``source``. Notebook ``00_setup_and_data``.
     """
-    info = probe(source, backend=backend)
-    size = short_side_size(info.height, info.width, short_side)
-    chunks = [
-        read_frames(source, np.arange(start, min(start + chunk_frames, info.num_frames)), backend=backend, size=size)
-        for start in range(0, info.num_frames, chunk_frames)
-    ]
-    # The exact rate (30000/1001, not 29), so frame times stay where they were.
-    fps = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
-    return write_video(target, torch.cat(chunks), fps=fps, quality=quality)
+    import av
+
+    if int(chunk_frames) != chunk_frames or chunk_frames < 1:
+        raise ValueError(f"chunk_frames={chunk_frames!r} must be a whole number >= 1")
+    source, target = Path(source), Path(target)
+    settings = reencode_settings(target, short_side=short_side, gop=gop, quality=quality, preset=preset)
+    frames = chunks = peak = 0
+    try:
+        with av.open(str(source)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(source, "no video stream in the file")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate
+            # The exact rate (30000/1001, not 29), so frame times stay where they were.
+            fps = Fraction(rate).limit_denominator(1001) if rate and rate > 0 else Fraction(25)
+            writer = VideoWriter(target, fps=fps, gop=gop, quality=quality, preset=preset,
+                                 comment=_settings_tag(settings))
+            with writer:
+                buffer: list[np.ndarray] = []
+                size = None
+                for frame in container.decode(stream):
+                    if size is None:
+                        size = short_side_size(frame.height, frame.width, short_side)
+                    buffer.append(frame.to_ndarray(format="rgb24"))
+                    peak = max(peak, len(buffer))
+                    if len(buffer) == chunk_frames:
+                        writer.write(_resized(buffer, size, source))
+                        frames, chunks = frames + len(buffer), chunks + 1
+                        buffer.clear()
+                if buffer:
+                    writer.write(_resized(buffer, size, source))
+                    frames, chunks = frames + len(buffer), chunks + 1
+                if frames == 0:
+                    raise VideoDecodeError(source, "the file holds no frames")
+    except VideoDecodeError:
+        raise
+    except av.FFmpegError as err:
+        raise VideoDecodeError(source, f"pyav: {type(err).__name__}: {str(err).strip()[:300]}") from err
+    return ReencodeResult(target, frames, chunks, peak, settings)
+
+
+def _resized(buffer: list[np.ndarray], size: tuple[int, int], source: Path) -> torch.Tensor:
+    if any(image.shape != buffer[0].shape for image in buffer):
+        raise VideoDecodeError(source, f"frame size changes inside the video ({buffer[0].shape[:2]} and others)")
+    return resize_frames(torch.from_numpy(np.stack(buffer)), size)
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -490,16 +594,80 @@ def _clear_shadowing_siblings(target: Path) -> None:
                                f"{', '.join(ID_VIDEO_EXTENSIONS)} in turn); remove it or choose another --out")
 
 
-def _reencoded_is_current(target: Path, check: VideoCheck, short_side: int, backend: str) -> bool:
-    # Lets an interrupted run resume: a finished re-encode (written atomically) is kept.
+def _reencoded_is_current(target: Path, check: VideoCheck, settings: dict, backend: str) -> bool:
+    # Lets an interrupted run resume: a finished re-encode (written atomically) with the same settings is kept.
     if target.is_symlink() or not target.is_file() or check.info is None:
         return False
+    if read_reencode_tag(target) != _settings_tag(settings):
+        return False  # another gop, crf, preset or short side (or not ours): redone
     try:
         info = probe(target, backend=backend)
     except Exception:  # noqa: BLE001 - anything unreadable is simply redone
         return False
-    wanted = short_side_size(check.info.height, check.info.width, short_side)
+    wanted = short_side_size(check.info.height, check.info.width, settings["short_side"])
     return (info.height, info.width) == wanted and info.num_frames == check.num_frames
+
+
+def _reencode_job(job: tuple) -> str | None:
+    """One re-encode in a pool process; returns None, or why it failed (exceptions need not pickle)."""
+    source, target, settings, chunk_frames = job
+    try:
+        reencode_video(source, target, short_side=settings["short_side"], gop=settings["gop"],
+                       quality=settings.get("crf", settings.get("quantiser")), preset=settings["preset"],
+                       chunk_frames=chunk_frames)
+    except Exception as err:  # noqa: BLE001 - reported by the parent, naming the file
+        return str(err) if isinstance(err, VideoDecodeError) else f"{type(err).__name__}: {err}"
+    return None
+
+
+def _pool_process_init() -> None:
+    torch.set_num_threads(1)  # one process per core: the resize must not start a thread per core in each
+
+
+def run_reencodes(
+    jobs: Sequence[tuple[Path, Path]],
+    settings: dict,
+    *,
+    workers: int = 0,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    progress: bool = True,
+) -> None:
+    """Re-encode each ``(source, target)`` with ``settings`` (:func:`reencode_settings`), in ``workers``
+    processes (0: in this one). The first failure stops the run with a :class:`PrepareError` naming
+    the file; finished re-encodes stay (a re-run keeps them). Notebook ``00_setup_and_data``.
+    """
+    failed: tuple[tuple[Path, Path], str] | None = None
+    bar = dict(total=len(jobs), desc="re-encode", unit="video", disable=not progress)
+    packed = [(str(src), str(dst), settings, chunk_frames) for src, dst in jobs]
+    if workers == 0 or len(jobs) < 2:
+        for job, packed_job in zip(progress_bar(jobs, **bar), packed):
+            error = _reencode_job(packed_job)
+            if error is not None:
+                failed = (job, error)
+                break
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        # spawn, not fork: the parent may hold torch threads, which forked children inherit badly.
+        with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_pool_process_init) as pool:
+            futures = {pool.submit(_reencode_job, packed_job): job for job, packed_job in zip(jobs, packed)}
+            for future in progress_bar(as_completed(futures), **bar):
+                try:
+                    error = future.result()
+                except BrokenProcessPool as err:  # a worker died (out of memory, a signal)
+                    error = f"a re-encode process died ({err})"
+                if error is not None:
+                    failed = (futures[future], error)
+                    for other in futures:
+                        other.cancel()  # the running ones finish; nothing new starts
+                    break
+    if failed is not None:
+        (source, target), error = failed
+        raise PrepareError(f"re-encoding '{source}' into '{target}' failed: {error}; the re-encodes already "
+                           "finished are kept, so a re-run resumes")
 
 
 def _entry(out: Path, path: Path, check: VideoCheck, info) -> dict:
@@ -529,6 +697,8 @@ def prepare_dataset(
     quality: int | None = None,
     progress: bool = True,
     val_videos: str | os.PathLike | None = None,
+    gop: int | None = None,
+    preset: str | None = None,
 ) -> dict:
     """Lay out, verify and index one dataset under ``out``; write and return its manifest.
 
@@ -537,8 +707,10 @@ def prepare_dataset(
     ``videos`` and ``splits`` (for Kinetics: the folder with ``train.csv``/``val.csv``; for AVA and
     Epic-Kitchens: the annotation folder) default to ``out``'s own layout, which verifies a copy
     already in place. ``val_videos`` (Epic-Kitchens only): the anticipation validation videos, see
-    :func:`write_anticipation_split`. Missing or malformed split files raise :class:`PrepareError`.
-    Notebook ``00_setup_and_data``.
+    :func:`write_anticipation_split`. ``short_side`` re-encodes (:func:`reencode_video`) with a
+    keyframe every ``gop`` frames (default :data:`DEFAULT_GOP`), CRF or quantiser ``quality`` and x264
+    ``preset``, in ``workers`` processes (which also scan); the manifest's ``"reencode"`` records them.
+    Missing or malformed split files raise :class:`PrepareError`. Notebook ``00_setup_and_data``.
     """
     from vthcl_lib.datasets import DatasetLayoutError
 
@@ -547,12 +719,22 @@ def prepare_dataset(
     if val_videos is not None and LAYOUTS[dataset].write_splits is None:
         raise ValueError(f"val_videos={str(val_videos)!r} applies to epic_kitchens only, not {dataset}")
     check_backend(backend)
-    if short_side is not None:
-        short_side_size(2, 2, short_side)  # validates the value before any work
+    if int(workers) != workers or workers < 0:
+        raise ValueError(f"workers={workers!r} must be a whole number >= 0")
     layout = LAYOUTS[dataset]
     if short_side is not None and layout.frame_folders:
         raise PrepareError(f"--short-side re-encodes video files; {dataset} ships JPEG frame folders "
                            "(Something-Something V1's frames are 100 pixels high already): leave it out")
+    settings = None
+    if short_side is not None:  # validates every setting before any work
+        settings = reencode_settings(Path("video" + layout.reencode_suffix), short_side=short_side,
+                                     gop=DEFAULT_GOP if gop is None else gop, quality=quality, preset=preset)
+    else:
+        given = {"gop": gop, "quality": quality, "preset": preset}
+        given = {name: value for name, value in given.items() if value is not None}
+        if given:
+            raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in given.items())} only apply when re-encoding; "
+                             "expected short_side (--short-side) too")
     out = Path(out).absolute()
     video_root = out / layout.videos_dir if layout.videos_dir else out
     videos = Path(videos).absolute() if videos is not None else video_root
@@ -595,25 +777,29 @@ def prepare_dataset(
         min_frames=min_frames, backend=backend, progress=progress, workers=workers,
     )
 
-    entries, final_paths = [], []
+    final_paths, reencoded, pending = [], [], []
     jobs = list(zip(targets, sources, report.checks))
     for target, source, check in progress_bar(jobs, desc="lay out", unit="video", disable=not progress):
-        info = check.info
-        if source is not None and short_side is not None and check.problem is None:
+        if source is not None and settings is not None and check.problem is None:
             target = target.with_suffix(layout.reencode_suffix)
             if layout.find_by_id:
                 _clear_shadowing_siblings(target)
-            if not _reencoded_is_current(target, check, short_side, backend):
+            if not _reencoded_is_current(target, check, settings, backend):
                 if target.is_symlink():
                     target.unlink()  # never write through a link into the download
-                reencode_video(source, target, short_side=short_side, backend=backend, quality=quality)
-            info = probe(target, backend=backend)
-        elif source is not None and not in_place:
-            if layout.find_by_id:
-                _clear_shadowing_siblings(target)
-            _place(source, target, copy)
+                pending.append((source, target))
+            reencoded.append(True)
+        else:
+            if source is not None and not in_place:
+                if layout.find_by_id:
+                    _clear_shadowing_siblings(target)
+                _place(source, target, copy)
+            reencoded.append(False)
         final_paths.append(target)
-        entries.append(_entry(out, target, check, info))
+    if pending:
+        run_reencodes(pending, settings, workers=workers, progress=progress)
+    entries = [_entry(out, target, check, probe(target, backend=backend) if again else check.info)
+               for target, check, again in zip(final_paths, report.checks, reencoded)]
 
     _check_layout_readable(layout, out, final_paths, sources)
     final_report = report.with_paths(final_paths)
@@ -626,6 +812,7 @@ def prepare_dataset(
         "sources": {"videos": str(videos), "splits": str(splits)},
         "layout": "in place" if in_place else ("copy" if copy else "symlink"),
         "short_side": short_side,
+        "reencode": settings,  # short side, codec, crf or quantiser, preset, gop; null without --short-side
         "min_frames": min_frames,
         "backend": backend,
         "counts": counts,
@@ -654,7 +841,7 @@ def summarize_manifest(manifest: dict, out: str | os.PathLike) -> str:
     counts = manifest["counts"]
     lines = [
         f"{manifest['dataset']}: {counts['listed']} listed, {counts['present']} present, {counts['ok']} ok "
-        f"({manifest['layout']}{', short side ' + str(manifest['short_side']) if manifest['short_side'] else ''})"
+        f"({manifest['layout']}{_reencode_summary(manifest.get('reencode'))})"
     ]
     lines += [f"  {problem:<12} {counts[problem]}" for problem in PROBLEMS if counts[problem]]
     lines.append(f"  {len(manifest['split_files'])} split files hashed")
@@ -666,6 +853,14 @@ def summarize_manifest(manifest: dict, out: str | os.PathLike) -> str:
     lines.append(f"  manifest:   {Path(out) / MANIFEST_NAME}")
     lines.append(f"  quarantine: {Path(out) / QUARANTINE_NAME}")
     return "\n".join(lines)
+
+
+def _reencode_summary(settings: dict | None) -> str:
+    if not settings:
+        return ""
+    rate = f"crf {settings['crf']}" if "crf" in settings else f"quantiser {settings.get('quantiser')}"
+    preset = f" {settings['preset']}" if settings.get("preset") else ""
+    return f", short side {settings['short_side']}, {settings['codec']}{preset} {rate}, gop {settings['gop']}"
 
 
 def build_parser(dataset: str) -> argparse.ArgumentParser:
@@ -706,10 +901,16 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help=f"the project's dataset folder, e.g. data/{dataset}")
     parser.add_argument("--copy", action="store_true", help="copy the videos instead of symlinking them")
     parser.add_argument("--short-side", type=int, help=f"re-encode to this short side ({layout.reencode_suffix})")
-    parser.add_argument("--quality", type=int, help="encoder quality for --short-side (codec default if unset)")
+    parser.add_argument("--gop", type=int, help=f"with --short-side: a keyframe at least every GOP frames "
+                        f"(default {DEFAULT_GOP}; a random window then decodes at most GOP-1 frames before it)")
+    parser.add_argument("--quality", type=int, help="encoder quality for --short-side: x264 CRF (default "
+                        f"{X264_DEFAULT_CRF}), MPEG-4 quantiser (default {QUANTISER_DEFAULT})")
+    parser.add_argument("--preset", choices=X264_PRESETS, help=f"x264 preset for --short-side into .mp4 "
+                        f"(default {X264_DEFAULT_PRESET})")
     parser.add_argument("--min-frames", type=int, default=1, help="videos with fewer frames are too_short")
     parser.add_argument("--backend", choices=BACKENDS, default="decord")
-    parser.add_argument("--workers", type=int, default=0, help="processes for the scan (0: in this process)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes for the scan and the re-encodes (0: in this process)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any video is missing or bad")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
@@ -723,7 +924,7 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
             dataset, out=args.out, videos=args.videos, splits=args.splits, copy=args.copy,
             short_side=args.short_side, min_frames=args.min_frames, backend=args.backend,
             workers=args.workers, quality=args.quality, progress=not args.no_progress,
-            val_videos=getattr(args, "val_videos", None),
+            val_videos=getattr(args, "val_videos", None), gop=args.gop, preset=args.preset,
         )
     except (PrepareError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,6 +1,16 @@
-"""Frame-accurate video reading through decord (default) or PyAV, and of JPEG frame folders.
+"""Frame-accurate video reading through decord (default) or PyAV, optionally on a CUDA GPU, and of
+JPEG frame folders.
 
 Taught in notebook ``00_setup_and_data`` (reading frames) and ``01_tempo_sampling`` (decode once).
+
+The CPU backends (:data:`BACKENDS`) are decord and PyAV. :data:`GPU_BACKENDS` adds ``"torchcodec"``:
+TorchCodec decoding on the current CUDA device (NVDEC), for servers where the CPUs cannot keep up.
+It needs a CUDA build of torch and ``pip install torchcodec`` (not part of the CPU install: its
+wheels link CUDA torch's libraries). It is imported only when asked for; where it cannot be used,
+:func:`check_backend` (run by the config's validation too) raises :class:`BackendUnavailableError`
+naming the backend and why. Its frames come back on the CPU like the others', resized on the GPU
+first when ``size`` is given. CUDA does not survive a fork: use it in the main process or in
+DataLoader workers started with ``multiprocessing_context="spawn"``.
 
 A folder of numbered JPEG frames (Something-Something V1 ships ``<id>/00001.jpg ...``) is a video
 too: :func:`read_frames`, :func:`probe` and :func:`count_decodable_frames` accept its path, whatever
@@ -16,15 +26,19 @@ Two rules shape this module:
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("decord", "pyav")  # the CPU backends, always installed
+GPU_BACKENDS = ("torchcodec",)  # optional, imported lazily (module docstring)
+ALL_BACKENDS = BACKENDS + GPU_BACKENDS
 
 # PyAV seeks (instead of decoding from frame 0) when the first wanted frame lies this far in.
 _SEEK_AFTER_FRAMES = 96
@@ -55,10 +69,46 @@ class VideoInfo:
     width: int
 
 
+class BackendUnavailableError(ValueError):
+    """A known decode backend cannot be used on this machine; the message names it and says why.
+
+    A configuration error, not a bad video: the loader's failure budget never counts it.
+    Notebook ``00_setup_and_data``.
+    """
+
+
+@functools.lru_cache(maxsize=None)
+def backend_unavailable_reason(backend: str) -> str | None:
+    """Why ``backend`` cannot decode here, or None when it can (CPU backends always can).
+
+    Imports the GPU backend's package on the first call only. Notebook ``00_setup_and_data``.
+    """
+    if backend not in GPU_BACKENDS:
+        return None
+    try:
+        import torchcodec.decoders  # noqa: F401 - only whether it imports matters here
+    except Exception as err:  # noqa: BLE001 - ImportError, OSError (its CUDA libraries), RuntimeError
+        why = " ".join(str(err).split())[:300]
+        return (f"torchcodec does not import ({type(err).__name__}: {why}); it needs a CUDA build of torch "
+                f"(this one is {torch.__version__}) and `pip install torchcodec`")
+    if not torch.cuda.is_available():
+        return f"torchcodec imports, but torch {torch.__version__} sees no CUDA device to decode on"
+    return None
+
+
 def check_backend(backend: str) -> None:
-    """Raise ``ValueError`` unless ``backend`` is one of :data:`BACKENDS`."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not known; expected one of {BACKENDS}")
+    """Raise ``ValueError`` unless ``backend`` is one of :data:`ALL_BACKENDS` and usable here.
+
+    A GPU backend that cannot be used raises :class:`BackendUnavailableError` with the reason.
+    Notebook ``00_setup_and_data``.
+    """
+    if backend not in ALL_BACKENDS:
+        raise ValueError(f"backend={backend!r} is not known; expected one of {ALL_BACKENDS} "
+                         f"(CPU: {BACKENDS}, CUDA: {GPU_BACKENDS})")
+    reason = backend_unavailable_reason(backend)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend={backend!r} cannot be used here: {reason}; "
+                                      f"the CPU backends {BACKENDS} always can")
 
 
 def _check_file(path: Path) -> None:
@@ -223,6 +273,42 @@ def _probe_folder(path: Path) -> VideoInfo:
     return VideoInfo(num_frames=len(files), fps=FRAME_FOLDER_FPS, height=int(height), width=int(width))
 
 
+def _torchcodec_decoder(path: Path):
+    from torchcodec.decoders import VideoDecoder
+
+    if getattr(torch.cuda, "_is_in_bad_fork", lambda: False)():  # torch's own test (private, so guarded)
+        raise BackendUnavailableError(
+            f"backend='torchcodec' cannot decode '{path}' in a process forked after CUDA started in its parent; "
+            "start DataLoader workers with multiprocessing_context='spawn' or read in the main process")
+    # "exact" scans the file once, so index k is frame k (what frame-accurate sampling needs).
+    return VideoDecoder(str(path), device=f"cuda:{torch.cuda.current_device()}", seek_mode="exact",
+                        dimension_order="NHWC")
+
+
+def _read_torchcodec(path: Path, wanted: np.ndarray) -> torch.Tensor:
+    decoder = _torchcodec_decoder(path)
+    try:
+        n = int(decoder.metadata.num_frames)
+        if wanted[-1] >= n:
+            raise VideoDecodeError(path, f"frame {int(wanted[-1])} requested but the file has {n} frames")
+        return decoder.get_frames_at(indices=wanted.tolist()).data  # uint8 [N, H, W, 3] on the GPU
+    finally:
+        del decoder
+
+
+def _probe_torchcodec(path: Path) -> VideoInfo:
+    decoder = _torchcodec_decoder(path)
+    try:
+        meta = decoder.metadata
+        n = int(meta.num_frames or 0)
+        if n == 0:
+            raise VideoDecodeError(path, "the file holds no frames")
+        return VideoInfo(num_frames=n, fps=float(meta.average_fps or 0), height=int(meta.height),
+                         width=int(meta.width))
+    finally:
+        del decoder
+
+
 def read_frames(
     path: str | os.PathLike,
     indices: Sequence[int] | np.ndarray | torch.Tensor,
@@ -235,6 +321,7 @@ def read_frames(
     The frame returned at position ``j`` is frame number ``indices[j]`` (0-based), for sorted,
     unsorted and repeated indices alike: each distinct frame is decoded once. ``size=(h, w)``
     resizes right after decoding (:func:`resize_frames`). Any failure raises :class:`VideoDecodeError` naming the file.
+    ``backend="torchcodec"`` decodes (and resizes) on the GPU and returns the frames on the CPU.
     Taught in notebook ``00_setup_and_data``.
     """
     check_backend(backend)
@@ -247,15 +334,18 @@ def read_frames(
         return clip if size is None else resize_frames(clip, size)
     _check_file(path)
     wanted, inverse = np.unique(idx, return_inverse=True)
-    reader = _read_decord if backend == "decord" else _read_pyav
+    reader = {"decord": _read_decord, "pyav": _read_pyav, "torchcodec": _read_torchcodec}[backend]
     try:
         frames = reader(path, wanted)
-    except VideoDecodeError:
+    except (VideoDecodeError, BackendUnavailableError):
         raise
     except _backend_errors() as err:
         raise VideoDecodeError(path, f"{backend}: {type(err).__name__}: {str(err).strip()[:300]}") from err
     if frames.ndim != 4 or frames.shape[0] != len(wanted) or frames.shape[-1] != 3:
-        raise VideoDecodeError(path, f"{backend} returned frames of shape {frames.shape}")
+        raise VideoDecodeError(path, f"{backend} returned frames of shape {tuple(frames.shape)}")
+    if isinstance(frames, torch.Tensor):  # a GPU backend: index and resize there, hand back CPU frames
+        clip = frames[torch.from_numpy(inverse.reshape(-1)).to(frames.device)]
+        return (clip if size is None else resize_frames(clip, size)).cpu()
     clip = torch.from_numpy(np.ascontiguousarray(frames[inverse.reshape(-1)]))
     return clip if size is None else resize_frames(clip, size)
 
@@ -402,9 +492,10 @@ def probe(path: str | os.PathLike, *, backend: str = "decord") -> VideoInfo:
     if path.is_dir():
         return _probe_folder(path)
     _check_file(path)
+    prober = {"decord": _probe_decord, "pyav": _probe_pyav, "torchcodec": _probe_torchcodec}[backend]
     try:
-        return _probe_decord(path) if backend == "decord" else _probe_pyav(path)
-    except VideoDecodeError:
+        return prober(path)
+    except (VideoDecodeError, BackendUnavailableError):
         raise
     except _backend_errors() as err:
         raise VideoDecodeError(path, f"{backend}: {type(err).__name__}: {str(err).strip()[:300]}") from err
@@ -448,58 +539,176 @@ def count_decodable_frames(path: str | os.PathLike) -> int:
 
 # Container extension -> default encoder; MJPEG AVIs ask for codec="mjpeg" explicitly.
 DEFAULT_CODECS = {".mp4": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9", ".mkv": "libx264"}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+X264_DEFAULT_CRF, X264_DEFAULT_PRESET = 23, "medium"  # x264's own defaults, named so a manifest can record them
+# MPEG-4/MJPEG's default rate control starves small noisy frames into flat 8x8 blocks: a fixed quantiser instead.
+QUANTISER_DEFAULT = 4
+
+
+class VideoWriter:
+    """Encode uint8 RGB frames into a video file with PyAV, a few at a time, atomically.
+
+    ``with VideoWriter(path, fps=...) as writer: writer.write(chunk)`` for each chunk ``[T, H, W, 3]``
+    (or single frame ``[H, W, 3]``); nothing but the encoder's own look-ahead is held between calls,
+    so memory does not grow with the video. The file appears under its name only when the block
+    ends without an error; on an error the partial file is removed. The codec follows the extension
+    (H.264 ``.mp4``, MPEG-4 ``.avi``, VP9 ``.webm``) unless ``codec`` is given (``"mjpeg"`` for MJPEG
+    ``.avi``). ``quality`` is a constant-quality level (lower is better): x264/VP9 CRF (their
+    defaults when None), the MPEG-4/MJPEG quantiser (:data:`QUANTISER_DEFAULT` when None); ``gop``
+    the keyframe interval (short GOPs make seeking cheap); ``preset`` an x264 speed preset;
+    ``scene_cuts=False`` (x264) stops the extra keyframes x264 puts at scene changes, so keyframes come
+    exactly every ``gop`` frames, as in a single-shot clip; ``comment`` a text tag stored in the
+    container. Notebook ``00_setup_and_data``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fps: int | float | Fraction = 25,
+        codec: str | None = None,
+        quality: int | None = None,
+        gop: int | None = None,
+        preset: str | None = None,
+        scene_cuts: bool = True,
+        comment: str | None = None,
+    ):
+        self.path = Path(path)
+        self.codec = codec or DEFAULT_CODECS.get(self.path.suffix.lower())
+        if self.codec is None:
+            raise ValueError(f"no default codec for '{self.path.suffix}' ({self.path}); pass codec= or use "
+                             f"{sorted(DEFAULT_CODECS)}")
+        if preset is not None and self.codec != "libx264":
+            raise ValueError(f"preset={preset!r} applies to H.264 (libx264) only, not {self.codec} ('{self.path}')")
+        if preset is not None and preset not in X264_PRESETS:
+            raise ValueError(f"preset={preset!r} is not an x264 preset; expected one of {X264_PRESETS}")
+        if not scene_cuts and self.codec != "libx264":
+            raise ValueError(f"scene_cuts=False applies to H.264 (libx264) only, not {self.codec} ('{self.path}')")
+        if gop is not None and (int(gop) != gop or gop < 1):
+            raise ValueError(f"gop={gop!r} must be a whole number >= 1 (frames between keyframes)")
+        if quality is None and self.codec in ("mpeg4", "mjpeg"):
+            quality = QUANTISER_DEFAULT
+        self.fps, self.quality, self.gop, self.preset, self.comment = fps, quality, gop, preset, comment
+        self.scene_cuts = scene_cuts
+        self.frames_written = 0
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        self._container = None
+        self._stream = None
+        self._size: tuple[int, int] | None = None
+
+    @property
+    def settings(self) -> dict:
+        """What the encode uses: ``codec``, ``crf`` (x264, VP9) or ``quantiser``, ``preset``, ``gop``.
+
+        Defaults are spelled out (x264: CRF 23, preset medium); ``None`` means the codec's own.
+        ``scene_cuts: False`` is added when x264's scene-cut keyframes are off.
+        """
+        x264 = self.codec == "libx264"
+        rate = "crf" if self.codec in ("libx264", "libvpx-vp9") else "quantiser"
+        quality = self.quality if self.quality is not None or not x264 else X264_DEFAULT_CRF
+        preset = self.preset or (X264_DEFAULT_PRESET if x264 else None)
+        return {"codec": self.codec, rate: quality, "preset": preset, "gop": self.gop,
+                **({} if self.scene_cuts else {"scene_cuts": False})}
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def _open(self, height: int, width: int) -> None:
+        import av
+
+        if self.codec == "libx264" and (height % 2 or width % 2):
+            raise ValueError(f"H.264 needs even frame sizes, got {height}x{width} for '{self.path}'")
+        # x264's macroblock tree makes its output differ from run to run on identical frames; without it
+        # the same frames give the same bytes (the synthetic corpus is reproducible bit for bit).
+        options = {}
+        if self.codec == "libx264":
+            options["x264-params"] = "mbtree=0" + ("" if self.scene_cuts else ":scenecut=0")
+        if self.quality is not None:
+            q = str(self.quality)  # x264/VP9: constant rate factor; MPEG-4/MJPEG: a fixed quantiser
+            by_codec = {"libx264": {"crf": q}, "libvpx-vp9": {"crf": q, "b": "0"}}
+            options |= by_codec.get(self.codec, {"qmin": q, "qmax": q})
+        if self.preset is not None:
+            options["preset"] = self.preset
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self._tmp), "w")
+        if self.comment:
+            self._container.metadata["comment"] = self.comment
+        stream = self._container.add_stream(self.codec, rate=self.fps, options=options)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuvj420p" if self.codec == "mjpeg" else "yuv420p"
+        if self.gop is not None:
+            stream.codec_context.gop_size = int(self.gop)
+        self._stream, self._size = stream, (height, width)
+
+    def write(self, frames: np.ndarray | torch.Tensor) -> None:
+        """Encode uint8 RGB frames ``[T, H, W, 3]`` (or one ``[H, W, 3]``), all of one size."""
+        import av
+
+        frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+        size = (int(frames.shape[1]), int(frames.shape[2]))
+        if self._container is None:
+            self._open(*size)
+        elif size != self._size:
+            raise ValueError(f"frames of {size[0]}x{size[1]} after {self._size[0]}x{self._size[1]} ones "
+                             f"in '{self.path}'; expected one size")
+        for image in frames:
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                self._container.mux(packet)
+        self.frames_written += len(frames)
+
+    def close(self) -> Path:
+        """Flush the encoder and move the finished file under its name; returns the path."""
+        if self._container is None:
+            raise ValueError(f"no frames were written to '{self.path}'")
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+            self._container = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written: close the encoder and remove the partial file."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001 - the partial file goes anyway
+                pass
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
 
 
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray | torch.Tensor,
     *,
-    fps: int = 25,
+    fps: int | float | Fraction = 25,
     codec: str | None = None,
     quality: int | None = None,
     gop: int | None = None,
 ) -> Path:
     """Encode uint8 RGB frames ``[T, H, W, 3]`` into a real video file with PyAV, atomically.
 
-    The codec follows the extension (H.264 ``.mp4``, MPEG-4 ``.avi``, VP9 ``.webm``) unless
-    ``codec`` is given (``"mjpeg"`` for MJPEG ``.avi``). H.264 needs even frame sizes. ``quality``
-    is a constant-quality level (lower is better): x264/VP9 CRF (their defaults when None), the
-    MPEG-4/MJPEG quantiser (4 when None); ``gop`` the keyframe
-    interval (short GOPs make seeking cheap). The file appears under
-    its name only once complete. Used by the synthetic generator (notebook ``00_setup_and_data``).
+    One :class:`VideoWriter` call (codec, ``quality`` and ``gop`` as there). H.264 needs even frame
+    sizes. The file appears under its name only once complete. Used by the synthetic generator
+    (notebook ``00_setup_and_data``).
     """
-    import av
-
-    path = Path(path)
     frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    codec = codec or DEFAULT_CODECS.get(path.suffix.lower())
-    if codec is None:
-        raise ValueError(f"no default codec for '{path.suffix}' ({path}); pass codec= or use {sorted(DEFAULT_CODECS)}")
-    height, width = frames.shape[1:3]
-    if codec == "libx264" and (height % 2 or width % 2):
-        raise ValueError(f"H.264 needs even frame sizes, got {height}x{width} for '{path}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    # x264's macroblock tree makes its output differ from run to run on identical frames; without it
-    # the same frames give the same bytes (the synthetic corpus is reproducible bit for bit).
-    options = {"x264-params": "mbtree=0"} if codec == "libx264" else {}
-    if quality is None and codec in ("mpeg4", "mjpeg"):
-        quality = 4  # their default rate control starves small noisy frames into flat 8x8 blocks
-    if quality is not None:
-        q = str(quality)  # x264/VP9: constant rate factor; MPEG-4/MJPEG: a fixed quantiser
-        options |= {"libx264": {"crf": q}, "libvpx-vp9": {"crf": q, "b": "0"}}.get(codec, {"qmin": q, "qmax": q})
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream(codec, rate=fps, options=options)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        if gop is not None:
-            stream.codec_context.gop_size = int(gop)
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
-    return path
+    with VideoWriter(path, fps=fps, codec=codec, quality=quality, gop=gop) as writer:
+        writer.write(frames)
+    return writer.path
