@@ -20,7 +20,7 @@ worker); the ``scan`` step lists every bad file before training.
 
 The package holds one module per dataset format (:mod:`.kinetics`, :mod:`.ucf101`, :mod:`.hmdb51`,
 :mod:`.ava`, :mod:`.epic_kitchens`), :mod:`.torch_datasets` (bad-video tracking, the pre-training
-pair, labeled clips), :mod:`.frames` (frame sources) and :mod:`.records` (records, layout errors,
+pair, labeled clips), :mod:`.frames` (frame sources, the frame-count index) and :mod:`.records` (records, layout errors,
 shared helpers); a new format is one new module re-exported here. Every public name is importable
 from ``vthcl_lib.datasets``.
 """
@@ -34,7 +34,7 @@ from vthcl_lib.datasets.records import (
     VideoRecord,
     find_video,
 )
-from vthcl_lib.datasets.frames import FrameSource, frame_source_from_config
+from vthcl_lib.datasets.frames import FrameIndex, FrameSource, VideoMeta, frame_source_from_config
 from vthcl_lib.datasets.ucf101 import read_ucf101_split
 from vthcl_lib.datasets.hmdb51 import read_hmdb51_split
 from vthcl_lib.datasets.torch_datasets import (
@@ -75,8 +75,8 @@ __all__ = [
     "AVA_COLUMNS", "EPIC_COLUMNS", "ID_VIDEO_EXTENSIONS", "KINETICS_COLUMNS", "KINETICS_EXTENSIONS",
     "LABELED_DATASETS", "LOGGER_NAME", "SPLITS", "SUBSETS",
     "AvaBox", "AvaDetectionDataset", "AvaKeyframe", "BadVideoBudgetExceeded", "DatasetLayoutError",
-    "EpicAnticipationDataset", "EpicSegment", "FrameSource", "LabeledClipDataset", "PretrainDataset",
-    "VideoRecord",
+    "EpicAnticipationDataset", "EpicSegment", "FrameIndex", "FrameSource", "LabeledClipDataset", "PretrainDataset",
+    "VideoMeta", "VideoRecord",
     "build_ava_datasets", "build_epic_datasets", "build_labeled_dataset", "build_pretrain_dataset",
     "collate_keyframes", "find_video", "frame_source_from_config", "group_ava_keyframes", "keyframe_key",
     "read_ava_csv", "read_ava_excluded_timestamps", "read_ava_label_map", "read_epic_action_labels",

@@ -86,7 +86,7 @@ def build_pretrain_dataset(cfg, *, split: str = "train", progress: bool = True) 
     if not records:
         raise DatasetLayoutError(f"'{root / (split + '.csv')}' lists no videos")
     source = frame_source_from_config(d)
-    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress)
+    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress, root=root)
     dataset = PretrainDataset(
         records, window=d.window, tau=d.tau, alpha=d.alpha, transform=augmentation_from_config(d), source=source,
         seed=cfg.seed, short_video=d.short_video, failure_budget=d.failure_budget,

@@ -284,7 +284,7 @@ def build_labeled_dataset(
     if not records:
         raise DatasetLayoutError(f"split {split} of '{root}' lists no {subset} videos")
     source = frame_source_from_config(d)
-    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress)
+    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress, root=root)
     transform = augmentation_from_config(d) if mode == "train" else eval_transform_from_config(d)
     labeled = LabeledClipDataset(
         records, num_frames=num_frames or d.window // d.tau, stride=stride or d.tau, transform=transform,
