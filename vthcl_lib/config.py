@@ -76,6 +76,10 @@ class DataConfig:
     cache_dir: str | None = None  # None: <data_root>/.frame_cache
     num_workers: int = 0
     failure_budget: int = 20  # bad videos tolerated before a run stops with an error
+    # Pre-training: "device" hands uint8 clips from the workers and runs colour + normalisation batched in
+    # the step; "worker" does all of it per clip in the workers; "auto": "device" when training on CUDA,
+    # else "worker" (faster on CPUs: `python -m vthcl_lib.bench data --paper`)
+    augment_on: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -411,6 +415,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"crop_size={d.crop_size} is too small; expected >= 8")
     if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
         raise ValueError(f"crop_scale={d.crop_scale}; expected 0 < low <= high <= 1")
+    if d.augment_on not in ("auto", "worker", "device"):
+        raise ValueError(f"augment_on={d.augment_on!r}; expected 'auto', 'worker' or 'device'")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device={cfg.device!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
     m, c, t = cfg.model, cfg.contrast, cfg.train

@@ -38,14 +38,18 @@ from vthcl_lib.datasets.frames import FrameIndex, FrameSource, VideoMeta, frame_
 from vthcl_lib.datasets.ucf101 import read_ucf101_split
 from vthcl_lib.datasets.hmdb51 import read_hmdb51_split
 from vthcl_lib.datasets.torch_datasets import (
+    AUGMENT_PLACEMENTS,
     LABELED_DATASETS,
+    EpochSampler,
     LabeledClipDataset,
     PretrainDataset,
     build_labeled_dataset,
+    shared_memory_bytes,
 )
 from vthcl_lib.datasets.kinetics import (
     KINETICS_COLUMNS,
     KINETICS_EXTENSIONS,
+    augment_placement,
     build_pretrain_dataset,
     read_kinetics_csv,
 )
@@ -72,6 +76,7 @@ from vthcl_lib.datasets.epic_kitchens import (
 )
 
 __all__ = [
+    "AUGMENT_PLACEMENTS", "EpochSampler", "augment_placement", "shared_memory_bytes",
     "AVA_COLUMNS", "EPIC_COLUMNS", "ID_VIDEO_EXTENSIONS", "KINETICS_COLUMNS", "KINETICS_EXTENSIONS",
     "LABELED_DATASETS", "LOGGER_NAME", "SPLITS", "SUBSETS",
     "AvaBox", "AvaDetectionDataset", "AvaKeyframe", "BadVideoBudgetExceeded", "DatasetLayoutError",
