@@ -296,6 +296,9 @@ def _preset(name: str) -> Config:
                 data_root="data", window=64, tau=8, alpha=2, decode_size=None, crop_size=224,
                 crop_scale=(0.2, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                 use_cache=False, num_workers=8, failure_budget=200,
+                # PyAV seeks to the keyframe before the window; decord indexes the whole file on every
+                # open, so its item cost grows with the file (`python -m vthcl_lib.bench data --paper`)
+                backend="pyav",
             ),
             # AVA: the 60 classes of the standard evaluation; frames resized to 256 x 320 at decode (the
             # boxes are normalised, so any size keeps them right) [R] (VTHCL_SPEC c.4)
