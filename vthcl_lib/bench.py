@@ -341,8 +341,7 @@ def run_paper_data_bench(*, rounds: int = 9, batch_size: int = 32, cache_root: s
                     parts[f"{path}_{stage}_{name}"].append(seconds)
     items_ms = {k: _median_ms(v) for k, v in item.items()}
     parts_ms = {k: _median_ms(v) for k, v in parts.items()}
-    torch.set_num_threads(os.cpu_count() or 1)
-    on_device = bench_color_batch(new, batch_size=batch_size)
+    on_device = bench_color_batch(new, batch_size=batch_size)  # on a CPU: one thread, a per-core figure
     mean = lambda path: statistics.mean(items_ms[f"{path}_{n}"] for n in names)  # noqa: E731
     return {
         "preset": cfg.preset, "window": d.window, "tau": d.tau, "alpha": d.alpha, "crop_size": d.crop_size,

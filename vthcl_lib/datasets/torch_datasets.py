@@ -208,7 +208,7 @@ class PretrainDataset(_BadVideoTracker, Dataset):
         return first, second, index
 
     def item_bytes(self) -> int:
-        """Bytes one item hands to the main process (its tensors), from the shapes alone."""
+        """Bytes one item hands to the main process (its tensors), from the shapes (notebook ``05_hierarchical_pretraining``)."""
         t_fast = self.alpha * self.window // self.tau
         crop = self.transform.crop_size if isinstance(self.transform, ClipAugmentation) else None
         if crop is None:
