@@ -78,7 +78,7 @@ class DataConfig:
     failure_budget: int = 20  # bad videos tolerated before a run stops with an error
     # Pre-training: "device" hands uint8 clips from the workers and runs colour + normalisation batched in
     # the step; "worker" does all of it per clip in the workers; "auto": "device" when training on CUDA,
-    # else "worker" (faster on CPUs: `python -m vthcl_lib.bench data --paper`)
+    # else "worker" (faster on CPUs: the placement figures of `python -m vthcl_lib.bench data`)
     augment_on: str = "auto"
 
 

@@ -104,7 +104,8 @@ def augment_placement(cfg) -> str:
 
     ``data.augment_on="auto"`` means the device when training on CUDA (the workers then hand over
     uint8 clips, a sixth of the bytes), else the workers: on a CPU the step would do the same work
-    serially on the cores the workers share (``python -m vthcl_lib.bench data --paper``).
+    serially on the cores the workers share, and measures slower per item even with no workers
+    (the placement figures of ``python -m vthcl_lib.bench data``).
     Notebook ``05_hierarchical_pretraining``.
     """
     if cfg.data.augment_on != "auto":
