@@ -372,6 +372,7 @@ def bench_color_batch(dataset: PretrainDataset, *, batch_size: int = 32, rounds:
             torch.cuda.synchronize()
 
     finish()  # warm up (CUDA context, kernels)
+    rounds = rounds if device.type == "cuda" else min(rounds, 2)  # tens of seconds per round on a CPU
     batched = statistics.median(_seconds(finish) for _ in range(rounds))
     aug, alpha = dataset.transform, dataset.alpha
     params = [aug.sample(np.random.default_rng(i), 256, 340) for i in range(batch_size)]
