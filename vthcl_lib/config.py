@@ -81,6 +81,10 @@ class DataConfig:
     cache_dir: str | None = None  # None: <data_root>/.frame_cache
     num_workers: int = 0
     failure_budget: int = 20  # bad videos tolerated before a run stops with an error
+    # Pre-training: "device" hands uint8 clips from the workers and runs colour + normalisation batched in
+    # the step; "worker" does all of it per clip in the workers; "auto": "device" when training on CUDA,
+    # else "worker" (faster on CPUs: the placement figures of `python -m vthcl_lib.bench data`)
+    augment_on: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -301,6 +305,9 @@ def _preset(name: str) -> Config:
                 data_root="data", window=64, tau=8, alpha=2, decode_size=None, crop_size=224,
                 crop_scale=(0.2, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                 use_cache=False, num_workers=8, failure_budget=200,
+                # PyAV seeks to the keyframe before the window; decord indexes the whole file on every
+                # open, so its item cost grows with the file (`python -m vthcl_lib.bench data --paper`)
+                backend="pyav",
             ),
             # AVA: the 60 classes of the standard evaluation; frames resized to 256 x 320 at decode (the
             # boxes are normalised, so any size keeps them right) [R] (VTHCL_SPEC c.4)
@@ -437,6 +444,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"num_test_clips={d.num_test_clips}; expected >= 1")
     if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
         raise ValueError(f"crop_scale={d.crop_scale}; expected 0 < low <= high <= 1")
+    if d.augment_on not in ("auto", "worker", "device"):
+        raise ValueError(f"augment_on={d.augment_on!r}; expected 'auto', 'worker' or 'device'")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device={cfg.device!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
     m, c, t = cfg.model, cfg.contrast, cfg.train

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from vthcl_lib.config import Config, validate
 from vthcl_lib.contrastive import HierarchicalContrast
-from vthcl_lib.datasets import build_pretrain_dataset
+from vthcl_lib.datasets import EpochSampler, build_pretrain_dataset, shared_memory_bytes
 from vthcl_lib.environment import resolve_device, seed_everything
 from vthcl_lib.models import build_heads, encoder_from_config, levels_for
 from vthcl_lib.progress import progress_bar
@@ -58,7 +58,7 @@ CHECKPOINT_KEYS = ("model", "contrast", "optimizer", "scheduler", "scaler", "epo
 # data settings that say where and how the clips are read, not what they are: never compared (every
 # other data field -- dataset, tempo, crop, colour augmentation, normalisation -- is, new ones included)
 DATA_MECHANICS = ("data_root", "backend", "use_cache", "cache_dir", "num_workers", "failure_budget",
-                  "num_test_clips")
+                  "num_test_clips", "augment_on")  # augment_on: where the same augmentation runs (tested equal)
 # optimisation settings a resume may change: applied from the resumed epoch and recorded in metrics.json
 APPLIED_TRAIN = ("epochs", "lr", "momentum", "weight_decay", "warmup_epochs")
 # settings a resume may not change: the optimiser's state, the bank's batches or the schedule's steps
@@ -160,15 +160,18 @@ def make_loader(dataset, cfg: Config, dist: DistContext, epoch: int, device: tor
     if len(dataset) < cfg.train.batch_size:
         raise ValueError(f"batch_size={cfg.train.batch_size} is larger than the {len(dataset)} videos available")
     dataset.set_epoch(epoch)
-    if dist.distributed:
-        sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-    else:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(step_seed(cfg.seed, epoch, 0, _ORDER)))
+
+    def order(epoch: int):  # the epoch rides in each index (EpochSampler): persistent workers follow it
+        if dist.distributed:
+            sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                         seed=cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+            return sampler
+        return RandomSampler(dataset, generator=torch.Generator().manual_seed(step_seed(cfg.seed, epoch, 0, _ORDER)))
     workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=device.type == "cuda", persistent_workers=False)
+    return DataLoader(dataset, batch_size=per_rank, sampler=EpochSampler(order, len(order(epoch)), epoch),
+                      num_workers=workers, drop_last=True, pin_memory=device.type == "cuda",
+                      persistent_workers=workers > 0)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -487,8 +490,12 @@ def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
     model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.distributed else net
     optimizer = build_optimizer(net.parameters(), cfg.train)
-    probe_loader = make_loader(dataset, cfg, dist, 0, device)
-    steps_per_epoch = len(probe_loader)
+    loader = make_loader(dataset, cfg, dist, 0, device)  # one loader, persistent workers, for the whole run
+    steps_per_epoch = len(loader)
+    if dist.is_main and cfg.train.progress:
+        print(f"data loader: {dataset.augment_on} augmentation, shared memory per rank up to "
+              f"{shared_memory_bytes(dataset, loader.batch_size, cfg.data.num_workers) / 2**20:.1f} MiB "
+              f"(bytes per item x batch x workers x prefetch 2)")
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
     total_steps = steps_per_epoch * cfg.train.epochs
@@ -519,15 +526,15 @@ def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
 
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        loader = make_loader(dataset, cfg, dist, epoch, device)
+        loader.sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         started = time.perf_counter()
         bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
                            disable=not (cfg.train.progress and dist.is_main), leave=False)
-        for step, (slow, fast, index) in enumerate(loader):
+        for step, batch in enumerate(loader):
             if step >= steps_per_epoch:
                 break
-            slow, fast, index = (t.to(device, non_blocking=True) for t in (slow, fast, index))
+            slow, fast, index = dataset.finish_batch(batch, device)  # uint8 clips: colour batched on the device
             if cfg.train.channels_last and device.type == "cuda":
                 slow, fast = (t.contiguous(memory_format=torch.channels_last_3d) for t in (slow, fast))
             optimizer.zero_grad(set_to_none=True)

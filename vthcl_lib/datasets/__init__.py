@@ -23,7 +23,7 @@ worker); the ``scan`` step lists every bad file before training.
 The package holds one module per dataset format (:mod:`.kinetics`, :mod:`.ucf101`, :mod:`.hmdb51`,
 :mod:`.ava`, :mod:`.epic_kitchens`, :mod:`.something_something`),
 :mod:`.torch_datasets` (bad-video tracking, the pre-training
-pair, labeled clips), :mod:`.frames` (frame sources) and :mod:`.records` (records, layout errors,
+pair, labeled clips), :mod:`.frames` (frame sources, the frame-count index) and :mod:`.records` (records, layout errors,
 shared helpers); a new format is one new module re-exported here. Every public name is importable
 from ``vthcl_lib.datasets``.
 """
@@ -37,18 +37,22 @@ from vthcl_lib.datasets.records import (
     VideoRecord,
     find_video,
 )
-from vthcl_lib.datasets.frames import FrameSource, frame_source_from_config
+from vthcl_lib.datasets.frames import FrameIndex, FrameSource, VideoMeta, frame_source_from_config
 from vthcl_lib.datasets.ucf101 import read_ucf101_split
 from vthcl_lib.datasets.hmdb51 import read_hmdb51_split
 from vthcl_lib.datasets.torch_datasets import (
+    AUGMENT_PLACEMENTS,
     LABELED_DATASETS,
+    EpochSampler,
     LabeledClipDataset,
     PretrainDataset,
     build_labeled_dataset,
+    shared_memory_bytes,
 )
 from vthcl_lib.datasets.kinetics import (
     KINETICS_COLUMNS,
     KINETICS_EXTENSIONS,
+    augment_placement,
     build_pretrain_dataset,
     read_kinetics_csv,
 )
@@ -82,11 +86,12 @@ from vthcl_lib.datasets.epic_kitchens import (
 )
 
 __all__ = [
+    "AUGMENT_PLACEMENTS", "EpochSampler", "augment_placement", "shared_memory_bytes",
     "AVA_COLUMNS", "EPIC_COLUMNS", "ID_VIDEO_EXTENSIONS", "KINETICS_COLUMNS", "KINETICS_EXTENSIONS",
     "LABELED_DATASETS", "LOGGER_NAME", "SPLITS", "STHV1_DIR", "STHV1_SPLITS", "SUBSETS",
     "AvaBox", "AvaDetectionDataset", "AvaKeyframe", "BadVideoBudgetExceeded", "DatasetLayoutError",
-    "EpicAnticipationDataset", "EpicSegment", "FrameSource", "LabeledClipDataset", "PretrainDataset",
-    "VideoRecord",
+    "EpicAnticipationDataset", "EpicSegment", "FrameIndex", "FrameSource", "LabeledClipDataset", "PretrainDataset",
+    "VideoMeta", "VideoRecord",
     "build_ava_datasets", "build_epic_datasets", "build_labeled_dataset", "build_pretrain_dataset",
     "collate_keyframes", "find_video", "frame_source_from_config", "group_ava_keyframes", "keyframe_key",
     "read_ava_csv", "read_ava_excluded_timestamps", "read_ava_label_map", "read_epic_action_labels",

@@ -278,7 +278,7 @@ def build_ava_datasets(cfg, *, progress: bool = True) -> dict:
     listings: dict[Path, set[str]] = {}
     videos = {v: VideoRecord(find_video(folders, v, listings=listings), v) for v in sorted(wanted)}
     source = frame_source_from_config(replace(d, decode_size=det.detection_decode_size))
-    videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress)
+    videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress, root=root)
     class_ids = sorted(label_map)
     common = dict(class_ids=class_ids, clip_frames=d.window // d.tau, stride=d.tau, source=source, mean=d.mean,
                   std=d.std, seed=cfg.seed, failure_budget=d.failure_budget)

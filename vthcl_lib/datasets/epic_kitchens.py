@@ -171,7 +171,7 @@ def build_epic_datasets(cfg, *, progress: bool = True) -> dict:
                                                seg.video_id)
     size = an.anticipation_decode_size or d.decode_size
     source = frame_source_from_config(replace(d, decode_size=size))
-    videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress)
+    videos, fps, failures = _good_videos(videos, source, d.failure_budget, d.backend, progress=progress, root=root)
     common = dict(clip_frames=d.window // d.tau, tau_o=an.tau_o, tau_a=an.tau_a, source=source, seed=cfg.seed,
                   failure_budget=d.failure_budget)
     out = {"bad_videos": failures}

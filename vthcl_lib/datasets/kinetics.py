@@ -8,6 +8,8 @@ import csv
 import os
 from pathlib import Path
 
+import torch
+
 from vthcl_lib.datasets.frames import _prepare_records, frame_source_from_config
 from vthcl_lib.datasets.records import DatasetLayoutError, VideoRecord, _FolderIndex, _require_dir, _require_file
 from vthcl_lib.datasets.something_something import is_sthv1_root, read_sthv1_split
@@ -79,8 +81,10 @@ def build_pretrain_dataset(cfg, *, split: str = "train", progress: bool = True) 
     decides), whose frame folders then serve as the videos (notebook ``10_instance_correspondence_map``).
 
     Raises :class:`DatasetLayoutError` when ``<data_root>/<pretrain_dataset>`` or its CSV is missing.
-    With the cache, every video is decoded once here (``progress`` shows a bar) and files that fail
-    are counted as bad from the start. Notebook ``05_hierarchical_pretraining``.
+    With the cache, every video is decoded once here (``progress`` shows a bar); without it the
+    frame counts come from the :class:`~vthcl_lib.datasets.frames.FrameIndex`; files that fail are
+    counted as bad from the start. ``data.augment_on`` places the colour augmentation
+    (:func:`augment_placement`). Notebook ``05_hierarchical_pretraining``.
     """
     d = cfg.data
     root = Path(d.data_root) / d.pretrain_dataset
@@ -93,10 +97,25 @@ def build_pretrain_dataset(cfg, *, split: str = "train", progress: bool = True) 
     if not records:
         raise DatasetLayoutError(f"the {split} list of '{root}' names no videos")
     source = frame_source_from_config(d)
-    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress)
+    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress, root=root)
     dataset = PretrainDataset(
         records, window=d.window, tau=d.tau, alpha=d.alpha, transform=augmentation_from_config(d), source=source,
-        seed=cfg.seed, short_video=d.short_video, failure_budget=d.failure_budget,
+        seed=cfg.seed, short_video=d.short_video, failure_budget=d.failure_budget, augment_on=augment_placement(cfg),
     )
     dataset.bad_videos.update(failures)
     return dataset
+
+
+def augment_placement(cfg) -> str:
+    """``"device"`` or ``"worker"``: where ``cfg``'s pre-training runs the colour augmentation.
+
+    ``data.augment_on="auto"`` means the device when training on CUDA (the workers then hand over
+    uint8 clips, a sixth of the bytes), else the workers: on a CPU the step would do the same work
+    serially on the cores the workers share, and measures slower per item even with no workers
+    (the placement figures of ``python -m vthcl_lib.bench data``).
+    Notebook ``05_hierarchical_pretraining``.
+    """
+    if cfg.data.augment_on != "auto":
+        return cfg.data.augment_on
+    cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    return "device" if cuda else "worker"

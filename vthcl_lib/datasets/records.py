@@ -28,15 +28,17 @@ class BadVideoBudgetExceeded(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One video of a dataset: its file, an id, an optional 0-based label and frame count.
+    """One video of a dataset: its file, an id, an optional 0-based label, frame count and frame rate.
 
-    Notebook ``00_setup_and_data``.
+    The builders fill ``num_frames`` and ``fps`` from the frame-count index before training
+    (:class:`vthcl_lib.datasets.frames.FrameIndex`), so no item probes its file. Notebook ``00_setup_and_data``.
     """
 
     path: Path
     video_id: str
     label: int | None = None
     num_frames: int | None = None
+    fps: float | None = None
 
 
 def _require_dir(path: Path, what: str) -> None:

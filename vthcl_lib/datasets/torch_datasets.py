@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from vthcl_lib.datasets.frames import FrameSource, _prepare_records, frame_source_from_config
 from vthcl_lib.datasets.hmdb51 import read_hmdb51_split
@@ -30,6 +30,7 @@ from vthcl_lib.video import VideoDecodeError
 
 
 LABELED_DATASETS = ("ucf101", "hmdb51", "something_something_v1")
+AUGMENT_PLACEMENTS = ("auto", "worker", "device")  # DataConfig.augment_on
 
 
 def _transform_clip(transform: Callable, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -128,9 +129,18 @@ class PretrainDataset(_BadVideoTracker, Dataset):
     ``[C, window/tau, h, w]`` and ``[C, alpha*window/tau, h, w]``.
 
     Randomness comes from ``np.random.default_rng([seed, epoch, index])``; call :meth:`set_epoch`
-    each epoch. The returned index is the memory-bank index of the video actually served: ``index``
-    itself, or the substitute's index when the video was bad (module docstring). ``bad_videos``
-    maps each bad file met (by this process) to the reason.
+    each epoch, or index with ``(epoch, index)`` pairs (:class:`EpochSampler`, which persistent
+    DataLoader workers need: their copies of the dataset never see ``set_epoch``). The returned
+    index is the memory-bank index of the video actually served: ``index`` itself, or the
+    substitute's index when the video was bad (module docstring). ``bad_videos`` maps each bad file
+    met (by this process) to the reason.
+
+    ``augment_on="device"`` (the paper presets on GPUs, notebook ``05_hierarchical_pretraining``):
+    an item is ``(fast, colors, index)`` instead, the fast clip as uint8 ``[alpha*window/tau, h, w, 3]``
+    after crop, resize and flip, and the colour draws of the fast and the slow clip as float
+    ``[2, 8]``; no slow clip crosses to the main process (it is ``fast[::alpha]``), and
+    :meth:`finish_batch` turns a batch into the float pair on the training device with the same
+    draws. ``augment_on="worker"`` (the default) does all of it per item, as floats.
     """
 
     def __init__(
@@ -146,15 +156,20 @@ class PretrainDataset(_BadVideoTracker, Dataset):
         short_video: str = "clamp",
         failure_budget: int = 20,
         logger: logging.Logger | None = None,
+        augment_on: str = "worker",
     ):
         check_tempo(window, tau, alpha)
         if short_video not in SHORT_VIDEO_RULES:
             raise ValueError(f"short_video={short_video!r} is not known; expected one of {SHORT_VIDEO_RULES}")
         if not records:
             raise ValueError("records is empty: a pre-training dataset needs at least one video")
+        if augment_on not in AUGMENT_PLACEMENTS[1:]:
+            raise ValueError(f"augment_on={augment_on!r} is not known; expected 'worker' or 'device'")
+        if augment_on == "device" and not isinstance(transform, ClipAugmentation):
+            raise ValueError(f"augment_on='device' needs a ClipAugmentation transform, got {type(transform).__name__}")
         self.records = list(records)
         self.window, self.tau, self.alpha = int(window), int(tau), int(alpha)
-        self.transform, self.source = transform, source
+        self.transform, self.source, self.augment_on = transform, source, augment_on
         self.seed, self.epoch, self.short_video = int(seed), 0, short_video
         self._init_tracking(failure_budget, logger)
 
@@ -167,14 +182,73 @@ class PretrainDataset(_BadVideoTracker, Dataset):
             n, window=self.window, tau=self.tau, alpha=self.alpha, rng=rng, short_video=self.short_video
         )
         frames = self.source.read(record, fast_idx)
+        if self.augment_on == "device":
+            return self.transform.tempo_pair_uint8(frames, self.alpha, rng)
         if isinstance(self.transform, ClipAugmentation):
             return self.transform.tempo_pair(frames, self.alpha, rng)
         fast = _transform_clip(self.transform, frames, rng)
         return fast[:, :: self.alpha], fast
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        served, (slow, fast) = self._serve(int(index), self._make)
-        return slow, fast, served
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if isinstance(index, tuple):  # (epoch, index) from an EpochSampler
+            self.epoch, index = int(index[0]), index[1]
+        served, (first, second) = self._serve(int(index), self._make)
+        return first, second, served
+
+    def finish_batch(self, batch: Sequence[torch.Tensor], device: torch.device | str
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A collated batch -> ``(slow, fast, index)`` on ``device``, ready for the encoders.
+
+        With ``augment_on="device"`` the uint8 clips cross to the device and get their colour
+        draws and normalisation there, all at once (:meth:`ClipAugmentation.color_batch`).
+        Notebook ``05_hierarchical_pretraining``.
+        """
+        first, second, index = (t.to(device, non_blocking=True) for t in batch)
+        if self.augment_on == "device":
+            slow, fast = self.transform.color_batch(first, second, self.alpha)
+            return slow, fast, index
+        return first, second, index
+
+    def item_bytes(self) -> int:
+        """Bytes one item hands to the main process (its tensors), from the shapes (notebook ``05_hierarchical_pretraining``)."""
+        t_fast = self.alpha * self.window // self.tau
+        crop = self.transform.crop_size if isinstance(self.transform, ClipAugmentation) else None
+        if crop is None:
+            return sum(t.nbytes for t in self[0][:2]) + 8
+        if self.augment_on == "device":
+            return t_fast * crop * crop * 3 + 2 * 8 * 4 + 8  # uint8 fast clip, two colour draws, the index
+        return (t_fast + t_fast // self.alpha) * 3 * crop * crop * 4 + 8  # float slow and fast clips
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` pairs: the order of ``order(epoch)``, with the epoch riding along.
+
+    Persistent DataLoader workers keep their own copy of the dataset for the whole run, so
+    :meth:`PretrainDataset.set_epoch` in the main process would not reach them; the epoch in each
+    index does. Call :meth:`set_epoch` before each epoch. Notebook ``05_hierarchical_pretraining``.
+    """
+
+    def __init__(self, order: Callable[[int], Iterable[int]], length: int, epoch: int = 0):
+        self.order, self.length, self.epoch = order, int(length), int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, int(i)) for i in self.order(epoch))
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def shared_memory_bytes(dataset: PretrainDataset, batch_size: int, num_workers: int, prefetch_factor: int = 2) -> int:
+    """Shared memory one rank's loader holds at most: bytes per item x batch x workers x prefetch.
+
+    Containers ship a 64 MB ``/dev/shm`` by default; the engine prints this figure at start so a
+    run that needs more says so before its first batch. Notebook ``05_hierarchical_pretraining``.
+    """
+    return dataset.item_bytes() * batch_size * max(num_workers, 1) * (prefetch_factor if num_workers else 1)
 
 
 class LabeledClipDataset(_BadVideoTracker, Dataset):
@@ -292,7 +366,7 @@ def build_labeled_dataset(
     if not records:
         raise DatasetLayoutError(f"split {split} of '{root}' lists no {subset} videos")
     source = frame_source_from_config(d)
-    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress)
+    records, failures = _prepare_records(records, source, d.failure_budget, progress=progress, root=root)
     transform = augmentation_from_config(d) if mode == "train" else eval_transform_from_config(d)
     labeled = LabeledClipDataset(
         records, num_frames=num_frames or d.window // d.tau, stride=stride or d.tau, transform=transform,
