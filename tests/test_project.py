@@ -71,3 +71,51 @@ def test_notebook_is_stripped_and_well_formed(path):
     source = "\n".join("".join(c["source"]) for c in code)
     assert "sys.path" not in source and "import *" not in source and "!pip" not in source
     assert "save_metrics(" in source, "every notebook writes RUN_DIR/metrics.json"
+
+
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))
+
+
+def _exercises(path: Path) -> int:
+    """How many numbered exercises follow a course notebook's ``## Exercises`` heading."""
+    text = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+    section = text.split("## Exercises", 1)[1]
+    return len(re.findall(r"^\d+\. ", section, flags=re.M))
+
+
+def test_every_course_notebook_has_a_solutions_notebook():
+    assert [p.name.replace("_solutions", "") for p in SOLUTIONS] == [p.name for p in NOTEBOOKS]
+    assert sum(_exercises(p) for p in NOTEBOOKS) >= 40  # about 45 exercises in all
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_solutions_notebook_is_stripped_and_answers_every_exercise(path):
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks stripped"
+    assert "widgets" not in nb["metadata"], "no saved widget state"
+    first = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and first.startswith(f"# {path.stem[:2]} · Solutions") and "\n>" in first
+    assert "parameters" in code[1].get("metadata", {}).get("tags", []), "the second code cell is tagged parameters"
+    params = "".join(code[1]["source"]).splitlines()
+    assigned = [line for line in params if re.match(r"^[A-Z_]+\s*:", line)]
+    assert {line.split(":")[0].strip() for line in assigned} >= {"PRESET", "DATA_ROOT", "RUN_DIR", "SEED", "DEVICE"}
+    assert all("#" in line for line in assigned), "every parameter has a comment"
+    assert 'os.environ.get("VTHCL_PRESET", "demo")' in params[1]
+    assert "resolve_config" in "".join(code[2]["source"]) and 'base_dir="../.."' in "".join(code[2]["source"])
+    # one section per exercise of the course notebook, in order, each with code and a stated answer
+    sections = re.split(r"^## Exercise (\d+)\s*$", "\n".join(
+        ("\x00CODE\x00" if c["cell_type"] == "code" else "") + "".join(c["source"]) for c in cells), flags=re.M)
+    numbers = [int(n) for n in sections[1::2]]
+    course = path.parent.parent / path.name.replace("_solutions", "")
+    assert numbers == list(range(1, _exercises(course) + 1)), f"{path.name} answers exercises {numbers}"
+    for n, body in zip(numbers, sections[2::2]):
+        assert "\x00CODE\x00" in body, f"exercise {n} has no code"
+        assert "**Answer.**" in body, f"exercise {n} has no stated answer"
+    lines = [ln for c in code for ln in "".join(c["source"]).splitlines()]
+    assert max(map(len, lines)) <= 100, "code lines at most 100 characters"
+    lengths = [len([ln for ln in "".join(c["source"]).splitlines() if ln.strip()]) for c in code]
+    assert statistics.median(lengths) < 10, f"median code cell is {statistics.median(lengths)} lines"
+    source = "\n".join("".join(c["source"]) for c in code)
+    assert "sys.path" not in source and "import *" not in source and "!pip" not in source
