@@ -49,20 +49,26 @@ def test_there_are_notebooks():
     assert [p.name[:2] for p in NOTEBOOKS][:2] == ["00", "01"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_is_stripped_and_well_formed(path):
+def _check_stripped_with_header(path, title: str) -> tuple[list, list, list[str]]:
+    """Stripped, no widget state, the title cell, a commented parameters cell; returns cells, code cells, params."""
     nb = json.loads(path.read_text())
     cells = nb["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks stripped"
     assert "widgets" not in nb["metadata"], "no saved widget state"
     first = "".join(cells[0]["source"])
-    assert cells[0]["cell_type"] == "markdown" and first.startswith(f"# {path.stem[:2]} ·") and "\n>" in first
+    assert cells[0]["cell_type"] == "markdown" and first.startswith(title) and "\n>" in first
     assert "parameters" in code[1].get("metadata", {}).get("tags", []), "the second code cell is tagged parameters"
     params = "".join(code[1]["source"]).splitlines()
     assigned = [line for line in params if re.match(r"^[A-Z_]+\s*:", line)]
     assert {line.split(":")[0].strip() for line in assigned} >= {"PRESET", "DATA_ROOT", "RUN_DIR", "SEED", "DEVICE"}
     assert all("#" in line for line in assigned), "every parameter has a comment"
+    return cells, code, params
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stripped_and_well_formed(path):
+    cells, code, _ = _check_stripped_with_header(path, f"# {path.stem[:2]} ·")
     assert "resolve_config" in "".join(code[2]["source"])
     headings = [line for c in cells if c["cell_type"] == "markdown" for line in "".join(c["source"]).splitlines()]
     assert "## Summary" in headings and "## Exercises" in headings
@@ -90,18 +96,7 @@ def test_every_course_notebook_has_a_solutions_notebook():
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_solutions_notebook_is_stripped_and_answers_every_exercise(path):
-    nb = json.loads(path.read_text())
-    cells = nb["cells"]
-    code = [c for c in cells if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks stripped"
-    assert "widgets" not in nb["metadata"], "no saved widget state"
-    first = "".join(cells[0]["source"])
-    assert cells[0]["cell_type"] == "markdown" and first.startswith(f"# {path.stem[:2]} · Solutions") and "\n>" in first
-    assert "parameters" in code[1].get("metadata", {}).get("tags", []), "the second code cell is tagged parameters"
-    params = "".join(code[1]["source"]).splitlines()
-    assigned = [line for line in params if re.match(r"^[A-Z_]+\s*:", line)]
-    assert {line.split(":")[0].strip() for line in assigned} >= {"PRESET", "DATA_ROOT", "RUN_DIR", "SEED", "DEVICE"}
-    assert all("#" in line for line in assigned), "every parameter has a comment"
+    cells, code, params = _check_stripped_with_header(path, f"# {path.stem[:2]} · Solutions")
     assert 'os.environ.get("VTHCL_PRESET", "demo")' in params[1]
     assert "resolve_config" in "".join(code[2]["source"]) and 'base_dir="../.."' in "".join(code[2]["source"])
     # one section per exercise of the course notebook, in order, each with code and a stated answer
