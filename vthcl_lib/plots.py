@@ -459,7 +459,7 @@ def plot_icm(frames, heat, *, boxes=None, title: str = "", max_frames: int = 8) 
             ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, color="white"))
         ax.set(xticks=[], yticks=[], title=f"t={t}")
     bar = fig.colorbar(overlay, ax=list(axes), shrink=0.9, pad=0.02)
-    bar.set_label("ICM (0 = low, 1 = high)")
+    bar.set_label("ICM")  # 0 low, 1 high: the per-clip scaling of icm.upsample_map
     fig.suptitle(title)
     return fig
 
