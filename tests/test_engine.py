@@ -73,7 +73,7 @@ def test_pretrain_writes_metrics_and_checkpoints_and_resumes(ci_data, tmp_path, 
     assert checkpoint_is_complete(cfg)
     encoder = torch.load(tmp_path / "run" / "checkpoints" / "slow_encoder.pt", weights_only=True)
     assert any(k.startswith("res5.") for k in encoder["slow_encoder"])
-    with caplog.at_level("WARNING", logger="vthcl_lib.engine"):
+    with caplog.at_level("INFO", logger="vthcl_lib.engine"):
         again = pretrain(cfg)  # same run_dir: resumes, nothing left to do
     assert again["epochs"] == metrics["epochs"]
     assert "resuming" in caplog.text
@@ -396,3 +396,84 @@ def test_cli_reports_bad_input(capsys, tmp_path):
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["epochs"])
     assert parse_overrides(["RUN_DIR=a=b"]) == {"run_dir": "a=b"}
+
+
+def _step_by_hand(net, contrast, optimizer, slow, fast, index, negatives_seed, contrast_cfg):
+    """One training step written out: encoders and heads, the 2 x D losses, backward, step, banks."""
+    import torch.nn.functional as F
+
+    from vthcl_lib.contrastive import info_nce
+
+    z_slow, z_fast = net(slow, fast)
+    neg, mask = contrast.draw_negatives(index, generator=torch.Generator().manual_seed(negatives_seed))
+    weights = dict(zip(("res3", "res4", "res5"), contrast_cfg.level_weights))
+    live, total = contrast_cfg.positives == "live", 0.0
+    for k in net.levels:
+        bank_s, bank_f = contrast.banks[f"{k}_slow"].weight, contrast.banks[f"{k}_fast"].weight
+        pos_s, pos_f = (z_fast[k], z_slow[k]) if live else (bank_f[index], bank_s[index])
+        neg_f, neg_s, m = bank_f[neg], bank_s[neg], mask
+        if contrast_cfg.in_batch_negatives:
+            neg_f, neg_s = torch.cat([neg_f, z_fast[k]]), torch.cat([neg_s, z_slow[k]])
+            m = torch.cat([mask, torch.eye(len(index), dtype=torch.bool)], dim=1)
+        total = total + weights[k] * (info_nce(z_slow[k], pos_s, neg_f, contrast_cfg.temperature, negative_mask=m)
+                                      + info_nce(z_fast[k], pos_f, neg_s, contrast_cfg.temperature, negative_mask=m))
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    momentum = contrast_cfg.bank_momentum
+    with torch.no_grad():  # B[i] <- normalize(m B[i] + (1 - m) z_i), after the step
+        for k in net.levels:
+            for side, z in (("slow", z_slow[k]), ("fast", z_fast[k])):
+                bank = contrast.banks[f"{k}_{side}"].weight
+                bank[index] = F.normalize(momentum * bank[index] + (1 - momentum) * z.detach(), dim=1)
+    return float(total.detach())
+
+
+@pytest.mark.parametrize("variant", [{}, {"positives": "live", "in_batch_negatives": True}],
+                         ids=["bank positives", "live positives, in-batch negatives"])
+def test_train_step_equals_a_step_written_by_hand(variant):
+    import copy
+
+    cfg = resolve_config("ci", levels=2)
+    contrast_cfg = replace(cfg.contrast, **variant)
+    torch.manual_seed(0)
+    net = VTHCLNet(cfg.model)
+    contrast = HierarchicalContrast.from_config(contrast_cfg, num_items=12, levels=net.levels,
+                                                dim=cfg.model.embed_dim, generator=torch.Generator().manual_seed(1))
+    net_hand, contrast_hand = copy.deepcopy(net), copy.deepcopy(contrast)
+    slow, fast = torch.randn(4, 3, 4, 32, 32), torch.randn(4, 3, 8, 32, 32)
+    index = torch.tensor([0, 3, 7, 11])
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+
+    stats = engine.train_step(net, contrast, engine.build_optimizer(net.parameters(), cfg.train),
+                              slow, fast, index, negatives_seed=5)
+    by_hand = _step_by_hand(net_hand, contrast_hand, engine.build_optimizer(net_hand.parameters(), cfg.train),
+                            slow, fast, index, 5, contrast_cfg)
+
+    assert stats["loss"] == pytest.approx(by_hand, rel=1e-5)
+    for (name, p), (_, q) in zip(net.named_parameters(), net_hand.named_parameters()):
+        torch.testing.assert_close(p, q, msg=lambda m: f"{name}: {m}")
+    assert any(not torch.equal(p, before[n]) for n, p in net.named_parameters())  # the step did move weights
+    for name, bank in contrast.banks.items():
+        torch.testing.assert_close(bank.weight, contrast_hand.banks[name].weight, msg=lambda m: f"bank {name}: {m}")
+    for (name, b), (_, c) in zip(net.named_buffers(), net_hand.named_buffers()):
+        torch.testing.assert_close(b, c)  # BatchNorm statistics of the one forward
+
+
+def test_train_step_check_runs_before_the_weights_change():
+    cfg = resolve_config("ci", levels=1)
+    net = VTHCLNet(cfg.model)
+    contrast = HierarchicalContrast.from_config(cfg.contrast, num_items=4, levels=net.levels, dim=cfg.model.embed_dim)
+    weights = {n: p.detach().clone() for n, p in net.named_parameters()}
+    banks = {n: b.weight.clone() for n, b in contrast.banks.items()}
+
+    def refuse(stats):
+        assert "loss" in stats
+        raise TrainingDiverged("stop")
+
+    with pytest.raises(TrainingDiverged, match="stop"):
+        engine.train_step(net, contrast, engine.build_optimizer(net.parameters(), cfg.train),
+                          torch.randn(2, 3, 4, 32, 32), torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1]),
+                          negatives_seed=0, check=refuse)
+    assert all(torch.equal(p, weights[n]) for n, p in net.named_parameters())
+    assert all(torch.equal(b.weight, banks[n]) for n, b in contrast.banks.items())

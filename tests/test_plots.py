@@ -122,9 +122,28 @@ def test_icm_overlay_draws_frame_heat_and_box_per_panel():
     heat = torch.rand(4, 16, 16)
     boxes = np.tile(np.array([[2, 3, 8, 9]], np.float32), (4, 1))
     fig = plots.plot_icm(frames, heat, boxes=boxes, title="icm", max_frames=2)
-    assert len(fig.axes) == 2
-    for ax in fig.axes:
+    *panels, bar = fig.axes
+    assert len(panels) == 2 and "ICM" in bar.get_ylabel()  # two frames and one colour bar for both
+    for ax in panels:
         assert len(ax.images) == 2 and len(ax.patches) == 1  # the frame, the heat map, the box
-    np.testing.assert_allclose(fig.axes[1].images[1].get_array(), heat[3].numpy())  # last frame shown
+    np.testing.assert_allclose(panels[1].images[1].get_array(), heat[3].numpy())  # last frame shown
+    assert fig.get_size_inches()[0] >= 6  # one or two frames are drawn large, not ~1.5 inches each
     with pytest.raises(ValueError, match="heat"):
         plots.plot_icm(frames, torch.rand(4, 8, 8))
+
+
+def test_tempo_explorer_axis_fits_the_window_not_the_video():
+    fig = plots.plot_tempo_indices(alpha=2, tau=2, window=16, start=100, num_frames=192)
+    lo, hi = fig.axes[0].get_xlim()
+    assert lo <= 100 and hi >= 116  # the whole window is in view
+    assert hi - lo < 40  # and it fills the axis: not a 16-frame smudge on a 192-frame axis
+
+
+def test_pretraining_curves_have_whole_epoch_ticks():
+    metrics = {"levels": ["res5"], "loss_per_level": {"res5": [3.0, 2.5]},
+               "epochs": [{"epoch": 1, "res5/acc": 0.1}, {"epoch": 2, "res5/acc": 0.2}]}
+    fig = plots.plot_pretraining_curves(metrics)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)

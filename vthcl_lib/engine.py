@@ -34,7 +34,7 @@ import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -400,6 +400,40 @@ def accumulate_gradients(model: nn.Module, contrast: HierarchicalContrast, slow:
     return stats, {k: torch.cat(v) for k, v in feats_slow.items()}, {k: torch.cat(v) for k, v in feats_fast.items()}
 
 
+def train_step(model: nn.Module, contrast: HierarchicalContrast, optimizer: torch.optim.Optimizer,
+               slow: torch.Tensor, fast: torch.Tensor, index: torch.Tensor, *, negatives_seed: int,
+               scheduler=None, scaler: torch.amp.GradScaler | None = None,
+               micro_batch_size: int | None = None, precision: str = "fp32",
+               check: Callable[[dict[str, float]], None] | None = None,
+               gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """One training step on one batch, as :func:`pretrain` takes it (notebook ``05_hierarchical_pretraining``).
+
+    Both encoders and the heads at every level, the losses against the banks, backward
+    (:func:`accumulate_gradients`), then ``check(stats)`` (it may raise: the weights are still
+    untouched), the optimiser step (through ``scaler`` when given), the schedule's step, and last
+    the bank update with the batch's detached embeddings (``gather`` collects every rank's first).
+    Returns the batch's stats (``loss`` and per-level losses and accuracies).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    stats, z_slow, z_fast = accumulate_gradients(
+        model, contrast, slow, fast, index, negatives_seed=negatives_seed,
+        micro_batch_size=micro_batch_size, precision=precision, scaler=scaler)
+    if check is not None:
+        check(stats)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    gather = gather or (lambda t: t)
+    with torch.no_grad():  # every rank updates its banks with the whole global batch, once per step
+        contrast.update_banks({k: gather(v) for k, v in z_slow.items()},
+                              {k: gather(v) for k, v in z_fast.items()}, gather(index))
+    return stats
+
+
 def _level_of(name: str) -> str:
     found = re.search(r"res\d", name)
     return found.group(0) if found else "stem"
@@ -516,7 +550,7 @@ def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
         changes = _applied_changes(state, cfg)
         _apply_changes(optimizer, scheduler, cfg, lr_factor(scheduler.last_epoch, total_steps, warmup))
         if dist.is_main:
-            LOGGER.warning("resuming '%s' after epoch %d of %d", ckpt_path, start_epoch, cfg.train.epochs)
+            LOGGER.info("resuming '%s' after epoch %d of %d", ckpt_path, start_epoch, cfg.train.epochs)
         if changes and start_epoch < cfg.train.epochs:
             resumes.append({"epoch": start_epoch, "changed": changes})
             if dist.is_main:
@@ -537,25 +571,23 @@ def pretrain(cfg: Config, *, dist: DistContext | None = None) -> dict[str, Any]:
             slow, fast, index = dataset.finish_batch(batch, device)  # uint8 clips: colour batched on the device
             if cfg.train.channels_last and device.type == "cuda":
                 slow, fast = (t.contiguous(memory_format=torch.channels_last_3d) for t in (slow, fast))
-            optimizer.zero_grad(set_to_none=True)
-            stats, z_slow, z_fast = accumulate_gradients(
-                model, contrast, slow, fast, index, negatives_seed=step_seed(cfg.seed, epoch, step),
-                micro_batch_size=cfg.train.micro_batch_size, precision=cfg.train.precision, scaler=scaler)
-            # fp16's scaler skips steps with inf gradients by design; the loss is checked all the same
-            problem = non_finite_report(stats, net, net.levels, check_grads=not scaler.is_enabled())
-            if _any_rank(problem is not None, dist, device):
-                bar.close()
-                raise TrainingDiverged(_diverged_message(problem or "another rank's loss or gradient is not finite",
-                                                         epoch, step, steps_per_epoch, cfg, ckpt_path, optimizer))
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+
+            def check(stats: dict[str, float]) -> None:
+                # fp16's scaler skips steps with inf gradients by design; the loss is checked all the same
+                problem = non_finite_report(stats, net, net.levels, check_grads=not scaler.is_enabled())
+                if _any_rank(problem is not None, dist, device):
+                    bar.close()
+                    raise TrainingDiverged(_diverged_message(
+                        problem or "another rank's loss or gradient is not finite",
+                        epoch, step, steps_per_epoch, cfg, ckpt_path, optimizer))
+
+            stats = train_step(model, contrast, optimizer, slow, fast, index,
+                               negatives_seed=step_seed(cfg.seed, epoch, step), scheduler=scheduler,
+                               scaler=scaler, micro_batch_size=cfg.train.micro_batch_size,
+                               precision=cfg.train.precision, check=check, gather=lambda t: _gather(t, dist))
             if dist.distributed and contrast.criteria is not None and epoch == start_epoch and step == 0:
                 for buffer in contrast.criteria.buffers():  # NCE's Z: rank 0's estimate everywhere
                     torch_dist.broadcast(buffer, src=0)
-            with torch.no_grad():  # every rank updates its banks with the whole global batch, once per step
-                contrast.update_banks({k: _gather(v, dist) for k, v in z_slow.items()},
-                                      {k: _gather(v, dist) for k, v in z_fast.items()}, _gather(index, dist))
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             bar.set_postfix(loss=f"{float(stats['loss']):.3f}")

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import seaborn as sns
 import torch
@@ -44,8 +45,12 @@ def plot_tempo_indices(
     ax.scatter(slow, np.full(len(slow), 2.0), s=60, marker="s", color=SLOW_COLOR, label=f"slow: stride {tau}, {len(slow)} frames")
     ax.set_yticks([0, 1, 2], ["video", "fast", "slow"])
     ax.set_ylim(-0.6, 2.6)
-    ax.set_xlim(-1, num_frames)
-    ax.set_xlabel("frame index")
+    # The axis fits the window (plus a margin) rather than the whole video: a 16-frame window on
+    # a 192-frame axis is a smudge.
+    margin = max(2, window // 8)
+    lo, hi = min(start, int(np.min(fast))), max(start + window, int(np.max(fast)) + 1)
+    ax.set_xlim(max(lo - margin, -1), min(hi + margin, max(num_frames, hi)))
+    ax.set_xlabel(f"frame index (video: {num_frames} frames)")
     ax.set_title(f"alpha={alpha}, tau={tau}: slow = fast[::{alpha}]")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=4, frameon=False, fontsize=8)
     fig.tight_layout()
@@ -318,8 +323,9 @@ def plot_pretraining_curves(metrics: dict) -> Figure:
         acc_ax.axhline(1 / batch, color="0.5", ls="--", lw=1, label=f"chance (1/{batch})")
     loss_ax.set(xlabel="epoch", ylabel="L_s + L_f", title="memory-bank loss per level")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="in-batch slow-to-fast retrieval", ylim=(0, 1.02))
-    loss_ax.legend(fontsize=8)
-    acc_ax.legend(fontsize=8)
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -441,15 +447,38 @@ def plot_icm(frames, heat, *, boxes=None, title: str = "", max_frames: int = 8) 
     if heat.shape != images.shape[:3]:
         raise ValueError(f"heat has shape {heat.shape}; expected the frames' [T, H, W] = {images.shape[:3]}")
     picks = np.linspace(0, len(images) - 1, min(max_frames, len(images))).round().astype(int)
-    fig = Figure(figsize=(1.5 * len(picks), 1.9))
+    # One or two frames (the explorer) are drawn large; a strip of frames smaller each.
+    side = 3.2 if len(picks) <= 2 else 1.6
+    fig = Figure(figsize=(side * len(picks) + 1.2, side + 0.5), layout="constrained")
     axes = fig.subplots(1, len(picks), squeeze=False)[0]
     for ax, t in zip(axes, picks):
         ax.imshow(images[t])
-        ax.imshow(heat[t], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        overlay = ax.imshow(heat[t], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         if boxes is not None:
             x1, y1, x2, y2 = np.asarray(boxes)[t]
             ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, color="white"))
         ax.set(xticks=[], yticks=[], title=f"t={t}")
+    bar = fig.colorbar(overlay, ax=list(axes), shrink=0.9, pad=0.02)
+    bar.set_label("ICM")  # 0 low, 1 high: the per-clip scaling of icm.upsample_map
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- honest numbers (all notebooks)
+
+CI_NOTE = ("**ci preset:** this run checks that the code paths work on a tiny corpus for an epoch or two; "
+           "its numbers say nothing about the method. For what VTHCL does on the synthetic corpus see the "
+           "demo figures in the README (*What the demo shows*, `make demo`), and for real data the paper's tables.")
+
+
+def preset_note(preset) -> str | None:
+    """The note a result table or plot carries at ``preset`` (a name, or a config with ``.preset``).
+
+    Every notebook with results shows it after them (``widgets.note``). At ``ci`` the numbers come
+    from a few steps on a tiny corpus, so they are labelled as a code-path check; other presets
+    (``demo``, ``paper_*``) measure the method and need no note: ``None``.
+    """
+    name = getattr(preset, "preset", preset)
+    if not isinstance(name, str):
+        raise TypeError(f"preset_note expects a preset name or a config with .preset; got {type(name).__name__}")
+    return CI_NOTE if name == "ci" else None

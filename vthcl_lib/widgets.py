@@ -37,3 +37,18 @@ def show(plot: Callable[..., Any], interactive: bool, **controls: Any) -> None:
         display(make_interactive(draw, **controls))
     else:
         draw(**{name: default_value(control) for name, control in controls.items()})
+
+
+def note(preset) -> None:
+    """Display ``plots.preset_note(preset)`` as a Markdown block quote, or nothing when there is none.
+
+    Called after the result tables and plots of notebooks 01-12, so that at ``ci`` a reader never
+    takes a code-path check for a result.
+    """
+    from IPython.display import Markdown, display
+
+    from vthcl_lib.plots import preset_note
+
+    text = preset_note(preset)
+    if text:
+        display(Markdown("> " + text))
