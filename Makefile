@@ -82,6 +82,9 @@ bench: $(STAMP)
 	$(BIN)/python -m vthcl_lib.bench train --preset demo --json runs/demo/bench_train.json
 	$(BIN)/python -m vthcl_lib.bench flops --preset paper_r18 --json runs/demo/bench_flops_paper_r18.json
 	$(BIN)/python -m vthcl_lib.bench flops --preset paper_r50 --json runs/demo/bench_flops_paper_r50.json
+	$(BIN)/python -m vthcl_lib.bench data --paper --json runs/demo/bench_data_paper.json
+	$(BIN)/python -m vthcl_lib.bench decode-gop --json runs/demo/bench_decode_gop.json
+	$(BIN)/python -m vthcl_lib.bench metrics --json runs/demo/bench_metrics.json
 
 clean-data:
 	rm -rf data/synthetic runs
