@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 # pre-train VTHCL once per seed (notebook 05 makes seed 0, notebook 06 the others), compare random and
 # VTHCL initialisation with every protocol over 3 seeds, and write runs/demo/summary.json + summary.png.
 demo: $(STAMP)
-	$(BIN)/python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2
+	$(BIN)/python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2 --sets recognition
 	mkdir -p $(DEMO_RUN)
 	for nb in $(DEMO_NOTEBOOKS); do \
 	  $(PAPERMILL) notebooks/$$nb.ipynb $(DEMO_RUN)/$$nb.ipynb -p RUN_DIR ../$(DEMO_RUN)/$$nb || exit 1; \
@@ -46,7 +46,7 @@ demo: $(STAMP)
 # pre-trainings in runs/demo/pretrain; without them they are trained first): AVA-style detection and
 # Epic-style anticipation, random against VTHCL initialisation over 3 seeds, into runs/demo/08_*, 09_*.
 demo-transfer: $(STAMP)
-	$(BIN)/python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2
+	$(BIN)/python data_scripts/make_synthetic.py --preset demo --out data/synthetic/demo --workers 2 --sets recognition ava epic_kitchens
 	mkdir -p $(DEMO_RUN)
 	for nb in $(TRANSFER_NOTEBOOKS); do \
 	  $(PAPERMILL) notebooks/$$nb.ipynb $(DEMO_RUN)/$$nb.ipynb -p RUN_DIR ../$(DEMO_RUN)/$$nb \
