@@ -11,7 +11,8 @@ import re
 MAX_LINES = 60  # about one screen: a longer output is a dump nobody reads
 EMPTY_BAR = re.compile(r"(?<![\d/])0/0(?![\d/])")  # a progress bar over nothing: "caching frames: 0/0"
 LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?![\d])")  # -0.21516993641853333: not rounded
-STRAY = re.compile(r"^(PosixPath|WindowsPath|PurePosixPath)\(")  # a return value nobody asked for
+# a return value nobody asked for: a path, a logger, a list of matplotlib artists (ax.set(...))
+STRAY = re.compile(r"^(PosixPath\(|WindowsPath\(|PurePosixPath\(|<Logger |\[(Text|None|<matplotlib))")
 MARKDOWN_TABLE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.M)  # "|---|---|": a table printed as text
 PROGRESS_LINE = re.compile(r"^[^:\n]{1,80}: \d+/\d+")  # headless progress lines (vthcl_lib.progress)
 TEXT_BAR = re.compile(r"\d+%\|")  # tqdm's text bar: "caching frames:  50%|#####     | 5/10"

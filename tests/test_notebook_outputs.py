@@ -61,6 +61,8 @@ def test_clean_outputs_pass():
     (result("-0.21516993641853333"), "unrounded number"),
     (stream("gap -0.21516993641853333 points\n"), "unrounded number"),
     (result("PosixPath('../runs/ci/05/metrics.json')"), "stray return value"),
+    (result("<Logger vthcl_lib (INFO)>"), "stray return value"),
+    (result("[Text(0.5, 0, 'epoch'), Text(0, 0.5, 'learning rate'), None]"), "stray return value"),
     (stream("| init | top1 |\n|---|---|\n| random | 6.2 |\n"), "Markdown table printed as text"),
     (stream("resuming 'last.pt' after epoch 2 of 2\n", "stderr"), "information on stderr"),
     (stream("data loader: clip augmentation, shared memory up to 3.1 MiB\n", "stderr"),
@@ -93,8 +95,9 @@ def test_preset_note_only_at_ci():
 
 
 def test_log_to_stdout_splits_information_from_warnings(capsys):
-    logger = environment.log_to_stdout()
+    assert environment.log_to_stdout() is None  # the import cell ends with it: no stray <Logger>
     environment.log_to_stdout()  # twice: still one line per record
+    logger = logging.getLogger("vthcl_lib")
     try:
         logging.getLogger("vthcl_lib.engine").info("resuming 'x' after epoch 2 of 2")
         logging.getLogger("vthcl_lib.datasets").warning("bad video 'y.mp4'")
