@@ -145,30 +145,31 @@ def shrink_png(raw: bytes, max_bytes: int) -> tuple[bytes, float]:
         scale *= 0.9
 
 
-def shoot(page, url: str, token: str, name: str, cell: int, offset_px: int) -> bytes:
-    """Open ``name`` in JupyterLab, scroll cell ``cell`` to the top of the window, return a PNG."""
+def shoot(page, url: str, token: str, name: str, cell: int, num_cells: int, offset_px: int) -> bytes:
+    """Open ``name`` in JupyterLab, scroll cell ``cell`` near the top of the window, return a PNG."""
     page.goto(f"{url}/lab/tree/{name}.ipynb?reset&token={token}")
-    panel = page.locator(".jp-NotebookPanel").first
-    panel.locator(".jp-Cell").first.wait_for()
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell")
-    page.evaluate("""() => {
+    page.evaluate("""async () => {  // the whole width for the notebook: no file browser
+        await window.jupyterapp.restored;
         const shell = window.jupyterapp.shell;
-        if (!shell.leftCollapsed) { shell.collapseLeft(); }
-        if (!shell.rightCollapsed) { shell.collapseRight(); }
+        shell.collapseLeft();
+        shell.collapseRight();
     }""")
-    cells = panel.locator(".jp-Notebook > .jp-Cell")
-    page.wait_for_function("n => document.querySelectorAll('.jp-NotebookPanel .jp-Notebook > .jp-Cell').length > n",
-                           arg=cell)
+    page.wait_for_function("n => document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length >= n",
+                           arg=num_cells)  # every cell rendered (windowing is off)
     page.wait_for_function("""() => [...document.querySelectorAll('.jp-NotebookPanel img')]
                                .every(img => img.complete)""")
-    page.wait_for_timeout(500)  # layout settles (fonts, MathJax)
-    cells.nth(cell).evaluate("""(el, offset) => {
+    # A saved widget (an explorer run by papermill) has no kernel behind it here: hide the
+    # "disconnected" chain icons, which a student running the notebook never sees.
+    page.add_style_tag(content=".jupyter-widgets-disconnected::before { display: none !important; }")
+    page.wait_for_timeout(1000)  # layout settles (fonts, MathJax, widgets)
+    page.locator(".jp-NotebookPanel .jp-Cell").nth(cell).evaluate("""(el, offset) => {
         el.scrollIntoView({block: 'start'});
         let box = el.parentElement;
         while (box && box.scrollHeight <= box.clientHeight) { box = box.parentElement; }
         if (box) { box.scrollTop = Math.max(0, box.scrollTop - offset); }
     }""", offset_px)
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(500)
     page.mouse.move(0, 0)  # no hover highlight
     return page.screenshot()
 
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--offset", type=int, default=60, help="pixels shown above the tagged cell")
     parser.add_argument("--max-kb", type=int, default=290, help="largest PNG kept, in KB (1000 bytes)")
+    parser.add_argument("--timeout-s", type=int, default=60, help="longest wait for one page step")
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -213,7 +215,8 @@ def run(args) -> int:
     targets, failed = {}, list(missing)
     for name in present:
         try:
-            targets[name] = tagged_cell(json.loads((args.executed / f"{name}.ipynb").read_text()), name)
+            executed = json.loads((args.executed / f"{name}.ipynb").read_text())
+            targets[name] = (tagged_cell(executed, name), len(executed["cells"]))
         except (ToolError, json.JSONDecodeError, KeyError) as err:
             print(f"{name}: skipped: {err}", file=sys.stderr)
             failed.append(name)
@@ -237,10 +240,10 @@ def run(args) -> int:
                 browser = p.chromium.launch(executable_path=browser_path, headless=True, args=LAUNCH_ARGS)
                 try:
                     page = browser.new_page(viewport={"width": args.width, "height": args.height})
-                    page.set_default_timeout(60_000)
-                    for name, cell in targets.items():
+                    page.set_default_timeout(args.timeout_s * 1000)
+                    for name, (cell, num_cells) in targets.items():
                         try:
-                            raw = shoot(page, url, token, name, cell, args.offset)
+                            raw = shoot(page, url, token, name, cell, num_cells, args.offset)
                         except Exception as err:  # one notebook's trouble does not stop the others
                             print(f"{name}: failed: {type(err).__name__}: {str(err).splitlines()[0]}",
                                   file=sys.stderr)
@@ -250,7 +253,7 @@ def run(args) -> int:
                         path = out / f"{name}.png"
                         path.write_bytes(png)
                         note = "" if scale == 1.0 else f", downscaled to {scale:.0%}"
-                        print(f"{name}: cell {cell} -> {path} ({len(png) // 1000} KB{note})")
+                        print(f"{name}: cell {cell} -> {path} ({len(png) // 1000} KB{note})", flush=True)
                 finally:
                     browser.close()
         finally:

@@ -70,6 +70,8 @@ def plot_tempo_indices(
     Notebook ``01_tempo_sampling`` (the explorer). Invalid settings draw the error message instead
     of raising, so a slider never breaks the widget.
     """
+    from matplotlib import ticker
+
     fig = _figure(figsize=(10, 2.6))
     ax = fig.subplots()
     try:
@@ -92,9 +94,10 @@ def plot_tempo_indices(
     margin = max(2, window // 8)
     lo, hi = min(start, int(np.min(fast))), max(start + window, int(np.max(fast)) + 1)
     ax.set_xlim(max(lo - margin, -1), min(hi + margin, max(num_frames, hi)))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # frames are whole numbers
     ax.set_xlabel(f"frame index (video: {num_frames} frames)")
     ax.set_title(f"alpha={alpha}, tau={tau}: slow = fast[::{alpha}]")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=4, frameon=False, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=4, frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -424,6 +427,8 @@ def plot_finetune_history(histories: dict[str, Sequence[dict]], *, title: str = 
 
     ``histories`` maps a run's name (e.g. ``"vthcl seed 0"``) to :func:`vthcl_lib.finetune.finetune`'s ``history``.
     """
+    from matplotlib import ticker
+
     if not histories:
         raise ValueError("histories is empty; expected {run name: per-epoch records}")
     fig = _figure(figsize=(12, 3.2))
@@ -438,6 +443,8 @@ def plot_finetune_history(histories: dict[str, Sequence[dict]], *, title: str = 
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title}: training loss")
     acc_ax.set(xlabel="epoch", ylabel="train top-1 (%)", title="training accuracy (augmented clips)", ylim=(0, 100))
     lr_ax.set(xlabel="epoch", ylabel="learning rate", title="step schedule", yscale="log")
+    for ax in (loss_ax, acc_ax, lr_ax):
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole numbers
     acc_ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
