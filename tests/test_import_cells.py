@@ -87,3 +87,28 @@ def test_the_pathway_colours_are_seaborns_deep_palette():
 
     deep = sns.color_palette("deep")
     assert plots.SLOW_COLOR == deep[2] and plots.FAST_COLOR == deep[0]
+
+
+@pytest.mark.parametrize("mplbackend", [None, "Agg"])
+def test_in_a_kernel_the_first_plot_shows_as_an_image(mplbackend):
+    # what `%matplotlib inline` in the import cells did, now done by the first plot
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    if mplbackend:
+        env["MPLBACKEND"] = mplbackend  # a CI machine's setting must not turn the figures into text
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT / "notebooks"), env=env,
+                              stderr=subprocess.DEVNULL)
+    outputs = []
+    try:
+        reply = kc.execute_interactive(
+            "from vthcl_lib import plots\nplots.plot_bar({'a': 1.0, 'b': 2.0}, xlabel='seconds')",
+            timeout=120, output_hook=outputs.append)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    results = [m["content"]["data"] for m in outputs if m["msg_type"] == "execute_result"]
+    assert len(results) == 1 and "image/png" in results[0], results

@@ -38,10 +38,11 @@ def seaborn():
     figures show as images.
     """
     global _styled
+    if not _styled:
+        _inline_backend()  # first: importing seaborn imports pyplot
     import seaborn as sns
 
     if not _styled:
-        _inline_backend()
         sns.set_theme(**THEME)
         _styled = True
     return sns
@@ -50,8 +51,13 @@ def seaborn():
 def _inline_backend() -> None:
     shell_module = sys.modules.get("IPython")  # only a running IPython has it: never import it here
     shell = shell_module.get_ipython() if shell_module is not None else None
-    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    backend = pyplot.get_backend().lower() if pyplot is not None else "agg"
+    if "inline" in backend or backend == "agg":  # nothing chosen yet (or MPLBACKEND=Agg)
         shell.run_line_magic("matplotlib", "inline")
+    # else the reader chose a backend (%matplotlib widget, qt): keep it
 
 
 def _figure(*args, **kwargs) -> "Figure":
