@@ -11,9 +11,11 @@ import re
 MAX_LINES = 60  # about one screen: a longer output is a dump nobody reads
 EMPTY_BAR = re.compile(r"(?<![\d/])0/0(?![\d/])")  # a progress bar over nothing: "caching frames: 0/0"
 LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?![\d])")  # -0.21516993641853333: not rounded
-STRAY = re.compile(r"^(PosixPath|WindowsPath|PurePosixPath)\(")  # a return value nobody asked for
+# a return value nobody asked for: a path, a logger, a list of matplotlib artists (ax.set(...))
+STRAY = re.compile(r"^(PosixPath\(|WindowsPath\(|PurePosixPath\(|<Logger |\[(Text|None|<matplotlib))")
 MARKDOWN_TABLE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.M)  # "|---|---|": a table printed as text
 PROGRESS_LINE = re.compile(r"^[^:\n]{1,80}: \d+/\d+")  # headless progress lines (vthcl_lib.progress)
+TEXT_BAR = re.compile(r"\d+%\|")  # tqdm's text bar: "caching frames:  50%|#####     | 5/10"
 TROUBLE = re.compile(r"warn|error|fail|refus|cannot|invalid|bad |skipp|quarantin|attention|not clean", re.I)
 
 
@@ -26,8 +28,9 @@ def output_problems(outputs: list[dict]) -> list[str]:
 
     Empty list: the cell is clean. Checks: no empty ``0/0`` progress bar, no output over
     ``MAX_LINES`` lines, no unrounded floats in text, no bare ``PosixPath(...)`` result, no
-    Markdown table printed as raw text, and nothing informational on stderr (a line there must be
-    progress lines, or name a warning or an error).
+    Markdown table printed as raw text, and nothing informational on stderr: a stderr block must
+    name a warning or an error, and progress (the library's lines, tqdm's text bars) belongs on
+    stdout wherever it appears.
     """
     problems = []
     for out in outputs:
@@ -52,9 +55,13 @@ def output_problems(outputs: list[dict]) -> list[str]:
                 problems.append(f"an unrounded number {match.group(0)} in: {text.strip()[:60]}")
             if kind == "stream" and MARKDOWN_TABLE.search(text):
                 problems.append(f"a Markdown table printed as text: {text.strip()[:60]}")
-            # stderr (painted red) is for trouble: a warning or error block (named so) or progress lines
-            if kind == "stream" and out.get("name") == "stderr" and not TROUBLE.search(text):
-                info = [ln for ln in lines if ln.strip() and not PROGRESS_LINE.match(ln)]
-                if info:
-                    problems.append(f"information on stderr (red in Jupyter): {info[0].strip()[:60]}")
+            # stderr (painted red) is for trouble: a warning or error block, named so; never progress
+            if kind == "stream" and out.get("name") == "stderr":
+                rows = [row for ln in lines for row in ln.split("\r") if row.strip()]
+                progress = [row for row in rows if (PROGRESS_LINE.match(row) or TEXT_BAR.search(row))
+                            and not TROUBLE.search(row)]
+                if progress:
+                    problems.append(f"progress on stderr (red in Jupyter): {progress[0].strip()[:60]}")
+                elif rows and not TROUBLE.search(text):
+                    problems.append(f"information on stderr (red in Jupyter): {rows[0].strip()[:60]}")
     return problems

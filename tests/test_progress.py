@@ -63,6 +63,18 @@ def test_lines_come_at_the_interval_and_never_twice_for_the_same_step():
     assert out.getvalue().splitlines() == lines
 
 
+@pytest.mark.parametrize("in_kernel, stream", [(True, "out"), (False, "err")])
+def test_lines_go_to_stdout_in_a_kernel_and_to_stderr_on_a_command_line(monkeypatch, capsys,
+                                                                        in_kernel, stream):
+    # papermill and nbval run a kernel: progress is information there, and stderr is painted red
+    monkeypatch.setattr(progress_mod, "_in_kernel", lambda: in_kernel)
+    for _ in LineProgress(range(2), desc="caching frames", unit="video", interval_s=0):
+        pass
+    captured = capsys.readouterr()
+    lines, other = (captured.out, captured.err) if stream == "out" else (captured.err, captured.out)
+    assert lines.splitlines()[-1].startswith("caching frames: 2/2 (100%)") and other == ""
+
+
 def test_progress_bar_prints_lines_here_and_nothing_for_empty_work(capsys):
     assert current_mode() == "lines"  # pytest: no kernel, stderr captured
     for _ in progress_bar(range(3), desc="scan", unit="video", interval_s=0):

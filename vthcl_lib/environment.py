@@ -70,11 +70,13 @@ class _BelowWarning(logging.Filter):
         return record.levelno < logging.WARNING
 
 
-def log_to_stdout(level: int = logging.INFO) -> logging.Logger:
+def log_to_stdout(level: int = logging.INFO) -> None:
     """Route the library's log to the notebook: information on stdout, warnings and errors on stderr.
 
     Called in each notebook's import cell. Without it Python prints only warnings, and on stderr,
     which Jupyter paints red: "resuming ... after epoch 2 of 2" is news, not trouble. Idempotent.
+    Returns nothing, so the import cell that ends with it shows no ``<Logger vthcl_lib (INFO)>``;
+    the logger is ``logging.getLogger("vthcl_lib")``.
     """
     logger = logging.getLogger("vthcl_lib")
     for handler in list(logger.handlers):
@@ -90,4 +92,3 @@ def log_to_stdout(level: int = logging.INFO) -> logging.Logger:
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False  # a root handler (papermill, pytest) would print each line twice
-    return logger

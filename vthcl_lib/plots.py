@@ -3,21 +3,69 @@
 Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot, so nothing is
 registered globally: a notebook cell that ends in one displays it exactly once, a widget redraws
 it, and tests call the functions headless. Styling comes from seaborn.
+
+Importing this module is cheap: matplotlib and seaborn are imported by the first plot (each
+notebook's import cell imports ``plots`` and must stay fast, issue 15.6), which also applies the
+notebooks' theme once (:func:`seaborn`). Notebook ``00_setup_and_data`` onwards.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import sys
+from typing import TYPE_CHECKING, Sequence
 
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
 import numpy as np
-import seaborn as sns
 import torch
 
 from vthcl_lib.tempo import sample_tempo_indices, uniform_clip_starts
 
-SLOW_COLOR, FAST_COLOR = sns.color_palette("deep")[2], sns.color_palette("deep")[0]  # green slow, blue fast (paper's Fig. 1)
+if TYPE_CHECKING:  # annotations only: matplotlib is imported at the first plot
+    from matplotlib.figure import Figure
+
+# seaborn's "deep" palette, entries 2 and 0: green slow, blue fast (the paper's Fig. 1)
+SLOW_COLOR = (0.3333333333333333, 0.6588235294117647, 0.40784313725490196)
+FAST_COLOR = (0.2980392156862745, 0.4470588235294118, 0.6901960784313725)
+THEME = {"context": "notebook", "style": "whitegrid"}  # what each notebook's import cell used to set
+
+_styled = False
+
+
+def seaborn():
+    """seaborn, imported at first use, with the notebooks' theme (``THEME``) applied once.
+
+    Every plotting function here calls it before drawing; a notebook cell that draws with seaborn
+    itself starts with ``sns = plots.seaborn()`` (notebooks 06, 08, 11). In a Jupyter kernel it
+    first turns on the inline backend (what ``%matplotlib inline`` did in the import cells), so
+    figures show as images.
+    """
+    global _styled
+    if not _styled:
+        _inline_backend()  # first: importing seaborn imports pyplot
+    import seaborn as sns
+
+    if not _styled:
+        sns.set_theme(**THEME)
+        _styled = True
+    return sns
+
+
+def _inline_backend() -> None:
+    shell_module = sys.modules.get("IPython")  # only a running IPython has it: never import it here
+    shell = shell_module.get_ipython() if shell_module is not None else None
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    backend = pyplot.get_backend().lower() if pyplot is not None else "agg"
+    if "inline" in backend or backend == "agg":  # nothing chosen yet (or MPLBACKEND=Agg)
+        shell.run_line_magic("matplotlib", "inline")
+    # else the reader chose a backend (%matplotlib widget, qt): keep it
+
+
+def _figure(*args, **kwargs) -> "Figure":
+    """A new ``Figure`` (pyplot-free) drawn in the notebooks' theme."""
+    seaborn()
+    from matplotlib.figure import Figure
+
+    return Figure(*args, **kwargs)
 
 
 def plot_tempo_indices(
@@ -28,7 +76,9 @@ def plot_tempo_indices(
     Notebook ``01_tempo_sampling`` (the explorer). Invalid settings draw the error message instead
     of raising, so a slider never breaks the widget.
     """
-    fig = Figure(figsize=(10, 2.6))
+    from matplotlib import ticker
+
+    fig = _figure(figsize=(10, 2.6))
     ax = fig.subplots()
     try:
         start = min(start, max(num_frames - window, 0))
@@ -50,11 +100,18 @@ def plot_tempo_indices(
     margin = max(2, window // 8)
     lo, hi = min(start, int(np.min(fast))), max(start + window, int(np.max(fast)) + 1)
     ax.set_xlim(max(lo - margin, -1), min(hi + margin, max(num_frames, hi)))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # frames are whole numbers
     ax.set_xlabel(f"frame index (video: {num_frames} frames)")
     ax.set_title(f"alpha={alpha}, tau={tau}: slow = fast[::{alpha}]")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=4, frameon=False, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=4, frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _rectangle(*args, **kwargs):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(*args, **kwargs)
 
 
 def _as_images(frames) -> np.ndarray:
@@ -70,7 +127,7 @@ def _as_images(frames) -> np.ndarray:
 def plot_frames(frames, *, title: str = "", indices: Sequence[int] | None = None, max_frames: int = 16) -> Figure:
     """One row of frames with their frame numbers (notebook ``00_setup_and_data``)."""
     images = _as_images(frames)[:max_frames]
-    fig = Figure(figsize=(1.3 * len(images), 1.6))
+    fig = _figure(figsize=(1.3 * len(images), 1.6))
     axes = fig.subplots(1, len(images), squeeze=False)
     for j, (ax, img) in enumerate(zip(axes[0], images)):
         ax.imshow(img)
@@ -89,7 +146,7 @@ def plot_tempo_pair(slow, fast, *, slow_idx=None, fast_idx=None, title: str = ""
     """
     slow_img, fast_img = _as_images(slow), _as_images(fast)
     alpha = max(len(fast_img) // max(len(slow_img), 1), 1)
-    fig = Figure(figsize=(1.1 * len(fast_img), 2.6))
+    fig = _figure(figsize=(1.1 * len(fast_img), 2.6))
     axes = fig.subplots(2, len(fast_img), squeeze=False)
     for j, ax in enumerate(axes[0]):
         ax.imshow(fast_img[j])
@@ -110,8 +167,9 @@ def plot_tempo_pair(slow, fast, *, slow_idx=None, fast_idx=None, title: str = ""
 def plot_clip_starts(num_frames: int = 250, window: int = 64, num_clips: int = 10) -> Figure:
     """The windows of the multi-clip test protocol over one video (notebook ``01_tempo_sampling``)."""
     starts = uniform_clip_starts(num_frames, window=window, num_clips=num_clips)
-    fig = Figure(figsize=(9, 0.35 * num_clips + 1))
+    fig = _figure(figsize=(9, 0.35 * num_clips + 1))
     ax = fig.subplots()
+    sns = seaborn()
     palette = sns.color_palette("crest", num_clips)
     for k, start in enumerate(starts):
         ax.plot([start, min(start + window, num_frames) - 1], [k, k], lw=6, color=palette[k], solid_capstyle="butt")
@@ -126,7 +184,7 @@ def plot_clip_starts(num_frames: int = 250, window: int = 64, num_clips: int = 1
 
 def plot_class_examples(examples: dict[str, np.ndarray], *, frames_per_row: int = 8) -> Figure:
     """One row per class: evenly spaced frames of one example video (notebook ``00_setup_and_data``)."""
-    fig = Figure(figsize=(1.2 * frames_per_row, 1.25 * len(examples)))
+    fig = _figure(figsize=(1.2 * frames_per_row, 1.25 * len(examples)))
     axes = fig.subplots(len(examples), frames_per_row, squeeze=False)
     for row, (name, frames) in enumerate(examples.items()):
         images = _as_images(frames)
@@ -142,8 +200,9 @@ def plot_class_examples(examples: dict[str, np.ndarray], *, frames_per_row: int 
 
 def plot_bar(values: dict[str, float], *, xlabel: str, title: str = "") -> Figure:
     """A horizontal bar chart of named numbers (timings, counts)."""
-    fig = Figure(figsize=(6, 0.45 * len(values) + 1))
+    fig = _figure(figsize=(6, 0.45 * len(values) + 1))
     ax = fig.subplots()
+    sns = seaborn()
     sns.barplot(x=list(values.values()), y=list(values.keys()), ax=ax, orient="h", color=FAST_COLOR)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
@@ -167,9 +226,10 @@ def plot_stage_flops(costs, *, title: str = "") -> Figure:
     frame = pd.DataFrame(costs).copy()
     frame["GFLOPs"] = frame["flops"] / 1e9
     setups = list(dict.fromkeys(frame["setup"]))
-    fig = Figure(figsize=(4.2 * len(setups), 3.4))
+    fig = _figure(figsize=(4.2 * len(setups), 3.4))
     axes = fig.subplots(1, len(setups), squeeze=False)[0]
     palette = {"slow": SLOW_COLOR, "fast": FAST_COLOR}
+    sns = seaborn()
     for ax, setup in zip(axes, setups):
         part = frame[frame["setup"] == setup]
         sns.barplot(data=part, x="stage", y="GFLOPs", hue="pathway", hue_order=[p for p in palette if p in set(part["pathway"])],
@@ -203,7 +263,7 @@ def plot_softmax_weights(pos_sim: float = 0.5, neg_sims=(0.3, 0.1, 0.0, -0.1), t
     w_pos, w_neg, loss = _softmax_parts(pos_sim, neg_sims, temperature)
     top_k = max(1, min(int(top_k), len(w_neg)))
     share = w_neg[:top_k].sum() / max(w_neg.sum(), 1e-300)
-    fig = Figure(figsize=(8, 3.2))
+    fig = _figure(figsize=(8, 3.2))
     ax = fig.subplots()
     rank = np.arange(1, len(w_neg) + 1)
     ax.bar(rank, w_neg, width=1.0, color=FAST_COLOR, linewidth=0, label="negatives, hardest first")  # no edges: 1000s of bars
@@ -229,7 +289,7 @@ def plot_temperature_sweep(temperatures, losses, hard_share, *, hard_label: str 
     equally long sequences; ``marked`` draws a vertical line (e.g. the preset's T). Log-scaled T axis.
     """
     t = np.asarray(temperatures, dtype=float)
-    fig = Figure(figsize=(10, 3.4))
+    fig = _figure(figsize=(10, 3.4))
     ax_loss, ax_share = fig.subplots(1, 2)
     ax_loss.plot(t, np.asarray(losses, dtype=float), marker="o", ms=3, color=SLOW_COLOR)
     ax_loss.set_ylabel("InfoNCE loss")
@@ -254,8 +314,9 @@ def plot_bank_staleness(cosines, *, title: str = "") -> Figure:
     Notebook ``04_memory_bank``. ``cosines`` maps a label (e.g. the momentum m) to a sequence of
     cosines, one per update.
     """
-    fig = Figure(figsize=(8, 3.4))
+    fig = _figure(figsize=(8, 3.4))
     ax = fig.subplots()
+    sns = seaborn()
     palette = sns.color_palette("flare", len(cosines))
     for color, (label, values) in zip(palette, cosines.items()):
         values = np.asarray(values, dtype=float)
@@ -283,9 +344,10 @@ def plot_negatives_cost(costs, *, title: str = "") -> Figure:
     frame["milliseconds"] = 1000 * frame["seconds"]
     frame["MB gathered"] = frame["bytes_gathered"] / 1e6
     frame["B"] = frame["batch"].astype(str)
-    fig = Figure(figsize=(11, 3.6))
+    fig = _figure(figsize=(11, 3.6))
     axes = fig.subplots(1, 2)
     palette = {"shared": SLOW_COLOR, "per_query": FAST_COLOR}
+    sns = seaborn()
     for ax, column in zip(axes, ("milliseconds", "MB gathered")):
         sns.lineplot(data=frame, x="negatives", y=column, hue="mode", style="B", markers=True, palette=palette, ax=ax)
         ax.set_xscale("log", base=2)
@@ -309,11 +371,14 @@ def plot_pretraining_curves(metrics: dict) -> Figure:
 
     ``metrics`` is what :func:`vthcl_lib.engine.pretrain` returns (or its ``metrics.json``).
     """
+    from matplotlib import ticker
+
     history = metrics["epochs"]
     levels = metrics["levels"]
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 3.4))
+    fig = _figure(figsize=(10, 3.4))
     loss_ax, acc_ax = fig.subplots(1, 2)
+    sns = seaborn()
     palette = sns.color_palette("viridis", len(levels))
     for color, level in zip(palette, levels):
         loss_ax.plot(epochs, metrics["loss_per_level"][level], marker="o", color=color, label=level)
@@ -324,7 +389,7 @@ def plot_pretraining_curves(metrics: dict) -> Figure:
     loss_ax.set(xlabel="epoch", ylabel="L_s + L_f", title="memory-bank loss per level")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="in-batch slow-to-fast retrieval", ylim=(0, 1.02))
     for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole numbers
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -349,10 +414,11 @@ def plot_init_comparison(results: Sequence[dict], *, title: str = "random vs VTH
     inits = [i for i in INIT_PALETTE if any(r["init"] == i for r in results)]
     data = {"protocol": [PROTOCOL_NAMES[r["protocol"]] for r in results],
             "init": [r["init"] for r in results], "top-1 (%)": [100 * r["top1"] for r in results]}
-    fig = Figure(figsize=(1.9 * len(order) + 2, 3.6))
+    fig = _figure(figsize=(1.9 * len(order) + 2, 3.6))
     ax = fig.subplots()
     names = [PROTOCOL_NAMES[p] for p in order]
     palette = {i: INIT_PALETTE[i] for i in inits}
+    sns = seaborn()
     sns.barplot(data=data, x="protocol", y="top-1 (%)", hue="init", order=names, hue_order=inits,
                 palette=palette, errorbar=None, alpha=0.75, ax=ax)
     sns.stripplot(data=data, x="protocol", y="top-1 (%)", hue="init", order=names, hue_order=inits,
@@ -367,10 +433,13 @@ def plot_finetune_history(histories: dict[str, Sequence[dict]], *, title: str = 
 
     ``histories`` maps a run's name (e.g. ``"vthcl seed 0"``) to :func:`vthcl_lib.finetune.finetune`'s ``history``.
     """
+    from matplotlib import ticker
+
     if not histories:
         raise ValueError("histories is empty; expected {run name: per-epoch records}")
-    fig = Figure(figsize=(12, 3.2))
+    fig = _figure(figsize=(12, 3.2))
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    sns = seaborn()
     palette = sns.color_palette("tab10", len(histories))
     for color, (name, history) in zip(palette, histories.items()):
         epochs = [h["epoch"] for h in history]
@@ -380,6 +449,8 @@ def plot_finetune_history(histories: dict[str, Sequence[dict]], *, title: str = 
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title}: training loss")
     acc_ax.set(xlabel="epoch", ylabel="train top-1 (%)", title="training accuracy (augmented clips)", ylim=(0, 100))
     lr_ax.set(xlabel="epoch", ylabel="learning rate", title="step schedule", yscale="log")
+    for ax in (loss_ax, acc_ax, lr_ax):
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole numbers
     acc_ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -396,13 +467,14 @@ def plot_keyframe_boxes(frame, boxes, labels: Sequence[str], *, scores: Sequence
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     if len(labels) != len(boxes):
         raise ValueError(f"{len(labels)} labels for {len(boxes)} boxes; expected one label per box")
-    fig = Figure(figsize=(4, 4.2))
+    fig = _figure(figsize=(4, 4.2))
     ax = fig.subplots()
     ax.imshow(image)
+    sns = seaborn()
     palette = sns.color_palette("bright", max(len(boxes), 1))
     for k, (box, label) in enumerate(zip(boxes, labels)):
         x1, y1, x2, y2 = box * np.array([width, height, width, height])
-        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=2, color=palette[k]))
+        ax.add_patch(_rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=2, color=palette[k]))
         text = label if scores is None else f"{label} {scores[k]:.2f}"
         ax.text(x1, max(y1 - 2, 4), text, color="white", fontsize=8, bbox={"facecolor": palette[k], "pad": 1, "lw": 0})
     ax.set(title=title, xticks=[], yticks=[])
@@ -424,9 +496,10 @@ def plot_metric_by_init(rows: Sequence[dict], metrics: Sequence[str], *, title: 
     inits = [i for i in INIT_PALETTE if any(r["init"] == i for r in rows)]
     data = {"metric": [m for r in rows for m in metrics], "init": [r["init"] for r in rows for _ in metrics],
             "%": [100 * r[m] for r in rows for m in metrics]}
-    fig = Figure(figsize=(1.6 * len(metrics) + 2, 3.4))
+    fig = _figure(figsize=(1.6 * len(metrics) + 2, 3.4))
     ax = fig.subplots()
     palette = {i: INIT_PALETTE[i] for i in inits}
+    sns = seaborn()
     sns.barplot(data=data, x="metric", y="%", hue="init", order=list(metrics), hue_order=inits, palette=palette,
                 errorbar=None, alpha=0.75, ax=ax)
     sns.stripplot(data=data, x="metric", y="%", hue="init", order=list(metrics), hue_order=inits, palette=palette,
@@ -449,14 +522,14 @@ def plot_icm(frames, heat, *, boxes=None, title: str = "", max_frames: int = 8) 
     picks = np.linspace(0, len(images) - 1, min(max_frames, len(images))).round().astype(int)
     # One or two frames (the explorer) are drawn large; a strip of frames smaller each.
     side = 3.2 if len(picks) <= 2 else 1.6
-    fig = Figure(figsize=(side * len(picks) + 1.2, side + 0.5), layout="constrained")
+    fig = _figure(figsize=(side * len(picks) + 1.2, side + 0.5), layout="constrained")
     axes = fig.subplots(1, len(picks), squeeze=False)[0]
     for ax, t in zip(axes, picks):
         ax.imshow(images[t])
         overlay = ax.imshow(heat[t], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         if boxes is not None:
             x1, y1, x2, y2 = np.asarray(boxes)[t]
-            ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, color="white"))
+            ax.add_patch(_rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, color="white"))
         ax.set(xticks=[], yticks=[], title=f"t={t}")
     bar = fig.colorbar(overlay, ax=list(axes), shrink=0.9, pad=0.02)
     bar.set_label("ICM")  # 0 low, 1 high: the per-clip scaling of icm.upsample_map

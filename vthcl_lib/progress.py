@@ -13,6 +13,10 @@ a 200-epoch run looked hung. :func:`progress_bar` therefore picks:
   seconds, and one at the end, each with the step, the rate, the elapsed time, the ETA and the
   postfix (the loss).
 
+Where the lines go: in a kernel (papermill, nbval) to stdout, since progress is information and a
+notebook paints stderr red; on a command line to stderr, the convention for progress (a program's
+stdout stays its result).
+
 The library reads no environment variables: the frontend is told apart by the kernel's parent
 process command line. :func:`set_progress_mode` forces a mode (a notebook or a test may call it).
 """
@@ -89,6 +93,15 @@ def current_mode() -> str:
     tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
     return choose_mode(in_kernel=in_kernel, parent_cmdline=_parent_cmdline() if in_kernel else "",
                        stderr_is_tty=tty)
+
+
+def default_stream():
+    """Where :class:`LineProgress` writes by default: stdout inside a kernel, else stderr.
+
+    Notebook ``05_hierarchical_pretraining`` (its epoch lines under papermill are plain output, not
+    the red of stderr).
+    """
+    return sys.stdout if _in_kernel() else sys.stderr
 
 
 def _clock(seconds: float) -> str:
@@ -176,7 +189,7 @@ class LineProgress:
         return f"{text}, {self.postfix}" if self.postfix else text
 
     def _emit(self, now: float) -> None:
-        stream = self.stream or sys.stderr
+        stream = self.stream or default_stream()
         print(self.line(now), file=stream, flush=True)
         self._last_print, self._printed_n = now, self.n
 
