@@ -302,8 +302,8 @@ def _preset(name: str) -> Config:
         # 1e-4, half-period cosine, one augmentation draw shared by both views. Only sizes differ from
         # paper_r18, each sized by a measurement (4-epoch runs, seed 0, notebooks 04 and 07):
         # - narrow encoders (stem 8) and short clips (window 32: 4 slow and 8 fast frames at 48 pixels)
-        #   make an epoch of the 2,000-video pool about 18 s on 2 idle cores (112 clips/s), so 20
-        #   epochs per seed and 3 seeds fit in about an hour with the evaluation;
+        #   make an epoch of the 2,000-video pool about 20 s with one torch thread on 2 shared cores,
+        #   so 20 epochs for each of 3 seeds and the evaluation took 22 min (make demo-paper-small);
         # - lr stays the paper's 0.03 at batch 32: 0.00375 (linearly scaled from batch 256) and 0.12
         #   (0.5 warm-up epochs) gave the same collapse (spread > 0.95) and no better probe;
         # - batch 32: batch 8 (4x the steps per bank refresh) collapsed as well (spread 0.998);
