@@ -423,7 +423,8 @@ class HierarchicalContrast(nn.Module):
 
         ``z_slow[k]``, ``z_fast[k]``: L2-normalised ``[B, dim]`` embeddings per level; ``indices``:
         ``[B]`` dataset indices (= bank rows); ``generator`` draws the negatives. ``stats`` (floats):
-        ``"<level>/loss_slow"``, ``"<level>/loss_fast"``, ``"<level>/acc"``, ``"<level>/bank_cos"``, ``"<level>/spread"`` and ``"loss"``.
+        ``"<level>/loss_slow"``, ``"<level>/loss_fast"``, ``"<level>/acc"``, ``"<level>/bank_cos"``,
+        ``"<level>/spread"`` and ``"loss"``.
         ``acc`` is in-batch retrieval accuracy: the fraction of slow queries whose most similar
         live fast embedding in the batch is their own clip's (chance = 1/B). Unlike the
         memory-bank loss, whose positives are random in the first epoch, it is an honest signal.
