@@ -351,10 +351,35 @@ def test_stats_keys_and_types():
     hc = make_hc(levels=("res4", "res5"))
     total, stats = hc(embeddings(4, 8, 1, ("res4", "res5")), embeddings(4, 8, 2, ("res4", "res5")),
                       torch.arange(4), generator=torch.Generator().manual_seed(0))
-    assert set(stats) == {"loss", "res4/loss_slow", "res4/loss_fast", "res4/acc",
-                          "res5/loss_slow", "res5/loss_fast", "res5/acc"}
+    assert set(stats) == {"loss", "res4/loss_slow", "res4/loss_fast", "res4/acc", "res4/bank_cos", "res4/spread",
+                          "res5/loss_slow", "res5/loss_fast", "res5/acc", "res5/bank_cos", "res5/spread"}
     assert all(type(v) is float for v in stats.values())
     assert total.ndim == 0 and total.requires_grad is False  # inputs carried no gradient
+
+
+def test_bank_cos_measures_how_far_the_rows_are_behind_the_live_embeddings():
+    hc = make_hc(levels=("res5",), momentum=0.0)
+    idx = torch.tensor([1, 4, 9])
+    zs, zf = embeddings(3, 8, 3, ("res5",)), embeddings(3, 8, 4, ("res5",))
+    _, before = hc(zs, zf, idx, generator=torch.Generator().manual_seed(0))
+    by_hand = 0.5 * (torch.nn.functional.cosine_similarity(zs["res5"], hc.banks["res5_slow"].weight[idx]).mean()
+                     + torch.nn.functional.cosine_similarity(zf["res5"], hc.banks["res5_fast"].weight[idx]).mean())
+    assert before["res5/bank_cos"] == pytest.approx(by_hand.item(), abs=1e-6)
+    assert abs(before["res5/bank_cos"]) < 0.9  # random initial rows
+    hc.update_banks(zs, zf, idx)  # m = 0: the rows now hold exactly these embeddings
+    _, after = hc(zs, zf, idx, generator=torch.Generator().manual_seed(0))
+    assert after["res5/bank_cos"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_spread_is_the_mean_cosine_between_different_clips():
+    hc = make_hc(levels=("res5",))
+    z = embeddings(5, 8, 7, ("res5",))
+    _, stats = hc(z, embeddings(5, 8, 8, ("res5",)), torch.arange(5), generator=torch.Generator().manual_seed(0))
+    sim = z["res5"] @ z["res5"].T
+    assert stats["res5/spread"] == pytest.approx(((sim.sum() - sim.trace()) / 20).item(), abs=1e-6)
+    same = {"res5": z["res5"][:1].repeat(5, 1)}  # collapsed: every clip on one direction
+    _, collapsed = hc(same, same, torch.arange(5), generator=torch.Generator().manual_seed(0))
+    assert collapsed["res5/spread"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_gradients_reach_queries_not_banks_in_bank_mode():

@@ -91,6 +91,18 @@ def test_pretraining_curves_draw_one_line_per_level():
     assert len(acc_ax.lines) == 3 and acc_ax.lines[-1].get_ydata()[0] == pytest.approx(0.1)  # chance line at 1/10
 
 
+def test_bank_health_draws_one_line_per_history_in_each_panel():
+    history = [{"epoch": e, "res5/bank_cos": 0.3 * e, "res5/spread": 0.9, "res5/acc": 0.05} for e in (1, 2, 3)]
+    fig = plots.plot_bank_health({"seed 0": history, "seed 1": history[:2]}, title="t")
+    cos_ax, spread_ax, acc_ax = fig.axes
+    assert [list(line.get_ydata()) for line in cos_ax.lines] == [[0.3, 0.6, pytest.approx(0.9)], [0.3, 0.6]]
+    assert len(spread_ax.lines) == len(acc_ax.lines) == 2
+    with pytest.raises(ValueError, match="res5/spread"):
+        plots.plot_bank_health({"old run": [{"epoch": 1, "res5/acc": 0.1, "res5/bank_cos": 0.0}]})
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_bank_health({})
+
+
 def test_keyframe_boxes_draws_one_rectangle_and_label_per_box():
     frame = np.zeros((40, 60, 3), np.uint8)
     boxes = np.array([[0.1, 0.2, 0.5, 0.6], [0.5, 0.5, 1.0, 1.0]])

@@ -423,10 +423,18 @@ class HierarchicalContrast(nn.Module):
 
         ``z_slow[k]``, ``z_fast[k]``: L2-normalised ``[B, dim]`` embeddings per level; ``indices``:
         ``[B]`` dataset indices (= bank rows); ``generator`` draws the negatives. ``stats`` (floats):
-        ``"<level>/loss_slow"``, ``"<level>/loss_fast"``, ``"<level>/acc"`` and ``"loss"``.
+        ``"<level>/loss_slow"``, ``"<level>/loss_fast"``, ``"<level>/acc"``, ``"<level>/bank_cos"``,
+        ``"<level>/spread"`` and ``"loss"``.
         ``acc`` is in-batch retrieval accuracy: the fraction of slow queries whose most similar
         live fast embedding in the batch is their own clip's (chance = 1/B). Unlike the
         memory-bank loss, whose positives are random in the first epoch, it is an honest signal.
+        ``"<level>/bank_cos"`` measures the bank's staleness: the mean cosine between each live
+        embedding and its own view's bank row as read this step (before the update), over both
+        views; near 0 while the rows are still their random start, near 1 when they track the
+        encoder (notebook ``04_memory_bank``). ``"<level>/spread"`` is the mean cosine between the
+        live slow embeddings of different clips in the batch: near 1 when the embeddings have
+        collapsed onto one direction (then a bank row tells its video from no other), lower as
+        they spread over the sphere.
         """
         idx = self._check_batch(z_slow, z_fast, indices)
         neg, mask = self._draw(idx, generator)
@@ -451,11 +459,18 @@ class HierarchicalContrast(nn.Module):
                 sim = z_slow[k].detach().float() @ z_fast[k].detach().float().T
                 own = torch.arange(sim.shape[0], device=sim.device)
                 acc = (sim.argmax(dim=1) == own).float().mean()
-            parts += [loss_s.detach(), loss_f.detach(), acc]
+                row_s, row_f = bank_s._take(idx), bank_f._take(idx)  # this step's rows, not yet updated
+                bank_cos = 0.5 * (F.cosine_similarity(z_slow[k].detach().float(), row_s.float(), dim=1).mean()
+                                  + F.cosine_similarity(z_fast[k].detach().float(), row_f.float(), dim=1).mean())
+                pairs = max(sim.shape[0] * (sim.shape[0] - 1), 1)
+                own_sim = z_slow[k].detach().float() @ z_slow[k].detach().float().T
+                spread = (own_sim.sum() - own_sim.diagonal().sum()) / pairs
+            parts += [loss_s.detach(), loss_f.detach(), acc, bank_cos, spread]
         values = torch.stack([*parts, total.detach()]).tolist()  # one device sync for all stats
         stats = {}
         for i, k in enumerate(self.levels):
-            stats[f"{k}/loss_slow"], stats[f"{k}/loss_fast"], stats[f"{k}/acc"] = values[3 * i: 3 * i + 3]
+            (stats[f"{k}/loss_slow"], stats[f"{k}/loss_fast"], stats[f"{k}/acc"],
+             stats[f"{k}/bank_cos"], stats[f"{k}/spread"]) = values[5 * i: 5 * i + 5]
         stats["loss"] = values[-1]
         return total, stats
 

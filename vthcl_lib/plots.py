@@ -330,6 +330,45 @@ def plot_bank_staleness(cosines, *, title: str = "") -> Figure:
     return fig
 
 
+BANK_HEALTH = {  # history key suffix -> (panel title, what the reader looks for)
+    "bank_cos": ("cos(live embedding, its own bank row)", "staleness: 0 = random rows, 1 = rows track the encoder"),
+    "spread": ("mean cosine between clips in a batch", "collapse: near 1 = one direction for every clip"),
+    "acc": ("in-batch retrieval (slow -> fast)", "instance discrimination; chance = 1 / batch"),
+}
+
+
+def plot_bank_health(histories, *, level: str = "res5", title: str = "") -> Figure:
+    """Per epoch of pre-training: the bank's staleness, the embeddings' collapse and in-batch retrieval.
+
+    Notebooks ``04_memory_bank`` and ``07_linear_probe_and_retrieval``. ``histories`` maps a label
+    (a seed, a setting) to a pre-training history: the ``epochs`` list of its ``metrics.json``,
+    whose records carry ``"<level>/bank_cos"``, ``"<level>/spread"`` and ``"<level>/acc"``
+    (:class:`~vthcl_lib.contrastive.HierarchicalContrast` statistics, epoch means).
+    """
+    if not histories:
+        raise ValueError("plot_bank_health needs at least one history")
+    fig = Figure(figsize=(11, 3.3))
+    axes = fig.subplots(1, len(BANK_HEALTH))
+    palette = sns.color_palette("deep", len(histories))
+    for color, (label, history) in zip(palette, histories.items()):
+        missing = [k for k in BANK_HEALTH if f"{level}/{k}" not in history[0]]
+        if missing:
+            raise ValueError(f"history {label!r} has no {', '.join(f'{level}/{k}' for k in missing)} "
+                             "(written by pre-trainings since the bank_cos and spread statistics)")
+        epochs = [h["epoch"] for h in history]
+        for ax, key in zip(axes, BANK_HEALTH):
+            ax.plot(epochs, [h[f"{level}/{key}"] for h in history], marker="o", ms=3, color=color, label=str(label))
+    for ax, (key, (name, hint)) in zip(axes, BANK_HEALTH.items()):
+        ax.set_title(f"{level}: {name}", fontsize=9)
+        ax.set_xlabel(f"epoch\n({hint})", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.02)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_negatives_cost(costs, *, title: str = "") -> Figure:
     """Seconds and bytes gathered for shared against per-query negatives (notebook ``04_memory_bank``).
 

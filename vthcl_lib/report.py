@@ -159,7 +159,7 @@ _DATASET_NAMES = {"ucf101": "UCF-101", "hmdb51": "HMDB-51"}
 
 def scale_of(preset: str) -> str:
     """What a number measured at ``preset`` stands on: synthetic data or the real datasets (notebook ``12_results_report``)."""
-    return "real data" if str(preset).startswith("paper") else f"synthetic ({preset})"
+    return "real data" if str(preset) in ("paper_r18", "paper_r50") else f"synthetic ({preset})"
 
 
 def our_results(run_root: str | os.PathLike) -> list[dict[str, Any]]:
