@@ -720,11 +720,12 @@ def bank_positive_probe(cfg: Config, *, num_videos: int, fixed_clips: bool = Fal
     update after the step) on a subset, so that each bank row gets ``cfg.train.epochs`` updates
     in minutes. ``fixed_clips=True`` serves every video's epoch-0 clip at every step (no new crop,
     colour draw or window): a bank positive then shows the encoder the same input it was computed
-    from. Each record holds ``epoch``, ``updates_per_row`` (= epoch), ``loss_term`` (the top
-    level's slow-query loss), ``chance`` (``log(N + 1)``), ``acc`` (in-batch retrieval),
-    ``bank_top1`` (how often a slow query's most similar fast-bank row is its own video's, over the
-    epoch, read before the update; chance ``1 / num_videos``), ``bank_cos`` and ``spread``.
-    Nothing is written to disk.
+    from. Each record holds ``epoch``, ``updates_per_row`` (= epoch: each row is written once an
+    epoch when ``batch_size`` divides ``num_videos``; else the loader drops a different remainder
+    each epoch), ``loss_term`` (the top level's slow-query loss), ``chance`` (``log(N + 1)``),
+    ``acc`` (in-batch retrieval), ``bank_top1`` (how often a slow query's most similar fast-bank
+    row is its own video's, over the epoch, read before the update; chance ``1 / num_videos``),
+    ``bank_cos`` and ``spread``. Nothing is written to disk.
     """
     validate(cfg)
     if isinstance(num_videos, bool) or not isinstance(num_videos, int) or num_videos < 2:
