@@ -1,6 +1,7 @@
 """The paper_small preset (issue 14, point 5): the paper's own objective at a CPU scale on the demo corpus."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -82,3 +83,26 @@ def test_a_tiny_pretraining_at_paper_small_settings_updates_the_banks(tmp_path):
     record = metrics["epochs"][0]
     assert all(f"{k}/bank_cos" in record for k in ("res3", "res4", "res5"))
     assert all(-1.0 <= record[f"{k}/bank_cos"] <= 1.0 for k in ("res3", "res4", "res5"))
+
+
+def test_bank_positive_probe_records_each_epoch_on_a_subset():
+    ci = resolve_config("ci", base_dir=ROOT)
+    ensure_synthetic(ci.data.data_root, ci.synthetic, progress=False)
+    cfg = resolve_config(
+        "paper_small", data_root=ci.data.data_root, progress=False, epochs=2, batch_size=4, window=16, tau=4,
+        decode_size=(32, 32), crop_size=32, base_width=4, embed_dim=16)
+    for fixed in (False, True):
+        history = engine.bank_positive_probe(cfg, num_videos=8, fixed_clips=fixed)
+        assert [r["updates_per_row"] for r in history] == [1, 2]
+        for r in history:
+            assert r["chance"] == pytest.approx(math.log(8))  # the 7 other rows and the positive
+            assert 0.0 <= r["bank_top1"] <= 1.0 and 0.0 <= r["acc"] <= 1.0 and -1.0 <= r["spread"] <= 1.0
+            assert math.isfinite(r["loss_term"]) and r["loss_term"] > 0
+        # epoch 1 scores against the banks' random start, epoch 2 against rows written in epoch 1
+        assert abs(history[0]["bank_cos"]) < 0.25 < history[1]["bank_cos"]
+
+
+def test_bank_positive_probe_refuses_bad_sizes():
+    cfg = resolve_config("paper_small", progress=False)
+    with pytest.raises(ValueError, match="num_videos"):
+        engine.bank_positive_probe(cfg, num_videos=1)

@@ -159,3 +159,17 @@ def test_pretraining_curves_have_whole_epoch_ticks():
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_bank_probe_draws_loss_over_chance_top1_and_spread_per_history():
+    history = [{"updates_per_row": e, "chance": 2.0, "loss_term": 2.0 / e, "bank_top1": 0.1 * e, "spread": 0.9}
+               for e in (1, 2)]
+    fig = plots.plot_bank_probe({"fixed": history, "fresh": history[:1]}, title="t")
+    loss_ax, top1_ax, spread_ax = fig.axes
+    assert [list(line.get_ydata()) for line in loss_ax.lines[:2]] == [[1.0, 0.5], [1.0]]
+    assert list(loss_ax.lines[-1].get_ydata()) == [1.0, 1.0]  # the chance line
+    assert len(top1_ax.lines) == len(spread_ax.lines) == 2
+    with pytest.raises(ValueError, match="bank_top1"):
+        plots.plot_bank_probe({"old": [{"updates_per_row": 1, "chance": 2.0, "loss_term": 1.0, "spread": 0.5}]})
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_bank_probe({})

@@ -311,6 +311,9 @@ def _preset(name: str) -> Config:
         #   with the paper's milder jitter the embeddings collapsed the same way (spread 0.993).
         # The bank is not the bottleneck: bank_cos reaches 0.9 by epoch 4 (rows track the encoder);
         # the embeddings collapse onto one direction, so the bank positives carry no instance signal.
+        # Why (tools/bank_probe.py, notebook 07): a bank positive comes from another augmentation draw; with
+        # one fixed clip per video the same objective leaves chance within 7 updates per row, with fresh
+        # draws it stays at chance after 300.
         return Config(
             preset="paper_small",
             run_dir="runs/paper_small",

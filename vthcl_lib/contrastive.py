@@ -534,3 +534,56 @@ def negatives_cost(batch: int, num_negatives: int, dim: int, bank_size: int, mod
         gathered_bytes = negatives.numel() * negatives.element_size()
         query.grad = None
     return {"seconds": statistics.median(times), "bytes_gathered": int(gathered_bytes)}
+
+
+# ----------------------------------------------------------------------------- memorisation check
+
+
+def memorise_free_embeddings(num_items: int = 32, *, dim: int = 128, batch: int = 16, steps: int = 200,
+                             lr: float = 0.03, temperature: float = 0.07, start_cos: float = 0.95,
+                             positives: str = "bank", seed: int = 0) -> list[dict[str, float]]:
+    """The objective alone, no encoder: can it memorise ``num_items`` instances? One record per step.
+
+    Notebook ``04_memory_bank`` (issue 14: a bug check of the bank-positive path). Each instance
+    has a free slow and a free fast embedding (parameters, L2-normalised when used) that start
+    as ``sqrt(start_cos) mu + sqrt(1 - start_cos) e`` with one shared direction ``mu`` and
+    independent random ``e`` per instance and view, so different instances start at mean cosine
+    ``start_cos`` (a random-init encoder gives about 0.8-0.95) and the two views of one instance
+    are no more alike than any other pair. The steps are :func:`pretrain`'s: a batch of
+    ``batch`` indices drawn without replacement, :class:`HierarchicalContrast` (one level, shared
+    negatives = all other rows, own index masked) against the banks as they are, SGD with momentum
+    0.9, then :meth:`HierarchicalContrast.update_banks`. Records: ``step``, ``loss`` (the sum of
+    the two directions), ``chance`` (``2 log(N + 1)``), ``acc``, ``bank_cos``, ``spread``.
+    """
+    _check_count("num_items", num_items, 2)
+    _check_count("batch", batch, 1)
+    _check_count("steps", steps, 1)
+    _check_positive_number("lr", lr)
+    if batch > num_items:
+        raise ValueError(f"batch={batch} must be at most num_items={num_items}")
+    if isinstance(start_cos, bool) or not isinstance(start_cos, (int, float)) or not 0 <= start_cos < 1:
+        raise ValueError(f"start_cos={start_cos!r} must be in [0, 1)")
+    gen = torch.Generator().manual_seed(seed)
+    mu = F.normalize(torch.randn(dim, generator=gen), dim=0)
+
+    def start() -> nn.Parameter:
+        e = F.normalize(torch.randn(num_items, dim, generator=gen), dim=1)
+        return nn.Parameter(math.sqrt(start_cos) * mu + math.sqrt(1 - start_cos) * e)
+
+    slow, fast = start(), start()
+    contrast = HierarchicalContrast(num_items, ("res5",), dim, temperature=temperature, positives=positives,
+                                    generator=gen)
+    optimizer = torch.optim.SGD([slow, fast], lr=lr, momentum=0.9)
+    history = []
+    for step in range(steps):
+        idx = torch.randperm(num_items, generator=gen)[:batch]
+        z_slow, z_fast = {"res5": F.normalize(slow[idx], dim=1)}, {"res5": F.normalize(fast[idx], dim=1)}
+        loss, stats = contrast(z_slow, z_fast, idx, generator=gen)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        contrast.update_banks(z_slow, z_fast, idx)
+        history.append({"step": step + 1, "loss": stats["loss"], "chance": 2 * math.log(contrast.num_negatives + 1),
+                        "acc": stats["res5/acc"], "bank_cos": stats["res5/bank_cos"],
+                        "spread": stats["res5/spread"]})
+    return history

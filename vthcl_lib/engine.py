@@ -710,3 +710,67 @@ def load_pretrained_net(cfg: Config) -> VTHCLNet:
     net = VTHCLNet(cfg.model)
     net.load_state_dict(state["model"])
     return net.eval()
+
+
+def bank_positive_probe(cfg: Config, *, num_videos: int, fixed_clips: bool = False) -> list[dict[str, float]]:
+    """Train the config's objective on the first ``num_videos`` pre-training videos; one record per epoch.
+
+    Notebook ``07_linear_probe_and_retrieval`` (issue 14's "why does the paper's objective not
+    learn"). Same pieces as :func:`pretrain` (sampler, :func:`accumulate_gradients`, schedule, bank
+    update after the step) on a subset, so that each bank row gets ``cfg.train.epochs`` updates
+    in minutes. ``fixed_clips=True`` serves every video's epoch-0 clip at every step (no new crop,
+    colour draw or window): a bank positive then shows the encoder the same input it was computed
+    from. Each record holds ``epoch``, ``updates_per_row`` (= epoch: each row is written once an
+    epoch when ``batch_size`` divides ``num_videos``; else the loader drops a different remainder
+    each epoch), ``loss_term`` (the top level's slow-query loss), ``chance`` (``log(N + 1)``),
+    ``acc`` (in-batch retrieval), ``bank_top1`` (how often a slow query's most similar fast-bank
+    row is its own video's, over the epoch, read before the update; chance ``1 / num_videos``),
+    ``bank_cos`` and ``spread``. Nothing is written to disk.
+    """
+    validate(cfg)
+    if isinstance(num_videos, bool) or not isinstance(num_videos, int) or num_videos < 2:
+        raise ValueError(f"num_videos={num_videos!r} must be a whole number >= 2")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    dataset = build_pretrain_dataset(cfg, progress=False)
+    if num_videos > len(dataset):
+        raise ValueError(f"num_videos={num_videos} is more than the {len(dataset)} pre-training videos")
+    dataset.records = dataset.records[:num_videos]
+    net = VTHCLNet(cfg.model).to(device)
+    top = net.levels[-1]
+    contrast = HierarchicalContrast.from_config(cfg.contrast, num_items=num_videos, levels=net.levels,
+                                                dim=cfg.model.embed_dim,
+                                                generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    optimizer = build_optimizer(net.parameters(), cfg.train)
+    loader = make_loader(dataset, cfg, DistContext(), 0, device)
+    steps = len(loader)
+    total, warmup = steps * cfg.train.epochs, int(round(cfg.train.warmup_epochs * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    fixed = {i: dataset[(0, i)][:2] for i in range(num_videos)} if fixed_clips else None
+    history = []
+    for epoch in range(cfg.train.epochs):
+        net.train()
+        loader.sampler.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        for step, batch in enumerate(loader):
+            slow, fast, index = dataset.finish_batch(batch, device)
+            if fixed is not None:
+                slow = torch.stack([fixed[int(i)][0] for i in index]).to(device)
+                fast = torch.stack([fixed[int(i)][1] for i in index]).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            stats, z_slow, z_fast = accumulate_gradients(net, contrast, slow, fast, index,
+                                                         negatives_seed=step_seed(cfg.seed, epoch, step))
+            with torch.no_grad():  # before the update: the rows the step scored against
+                sim = z_slow[top] @ contrast.banks[f"{top}_fast"].weight.T
+                stats["bank_top1"] = float((sim.argmax(dim=1) == index.to(sim.device)).float().mean())
+            optimizer.step()
+            scheduler.step()
+            contrast.update_banks(z_slow, z_fast, index)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+        mean = {k: v / steps for k, v in sums.items()}
+        history.append({"epoch": epoch + 1, "updates_per_row": epoch + 1, "loss_term": mean[f"{top}/loss_slow"],
+                        "chance": math.log(contrast.num_negatives + 1), "acc": mean[f"{top}/acc"],
+                        "bank_top1": mean["bank_top1"], "bank_cos": mean[f"{top}/bank_cos"],
+                        "spread": mean[f"{top}/spread"]})
+    return history

@@ -347,7 +347,10 @@ def plot_bank_health(histories, *, level: str = "res5", title: str = "") -> Figu
     """
     if not histories:
         raise ValueError("plot_bank_health needs at least one history")
-    fig = Figure(figsize=(11, 3.3))
+    from matplotlib import ticker
+
+    fig = _figure(figsize=(11, 3.3))
+    sns = seaborn()
     axes = fig.subplots(1, len(BANK_HEALTH))
     palette = sns.color_palette("deep", len(histories))
     for color, (label, history) in zip(palette, histories.items()):
@@ -361,8 +364,49 @@ def plot_bank_health(histories, *, level: str = "res5", title: str = "") -> Figu
     for ax, (key, (name, hint)) in zip(axes, BANK_HEALTH.items()):
         ax.set_title(f"{level}: {name}", fontsize=9)
         ax.set_xlabel(f"epoch\n({hint})", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.02)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+BANK_PROBE = {  # record key -> (panel title, what the reader looks for)
+    "loss_term": ("loss per term / log(N + 1)", "1 = chance; below 1: the bank positive is found"),
+    "bank_top1": ("own fast-bank row is the nearest", "instance discrimination against the bank"),
+    "spread": ("mean cosine between clips in a batch", "collapse: near 1 = one direction for every clip"),
+}
+
+
+def plot_bank_probe(histories, *, title: str = "") -> Figure:
+    """Per bank update of each row: loss against chance, bank top-1 and spread (notebook ``07_linear_probe_and_retrieval``).
+
+    ``histories`` maps a label (e.g. "fresh draw each epoch", "one fixed clip per video") to the
+    records of :func:`vthcl_lib.engine.bank_positive_probe`. The first panel divides each loss by
+    the record's ``chance`` (``log(N + 1)``) and marks 1 with a dashed line.
+    """
+    if not histories:
+        raise ValueError("plot_bank_probe needs at least one history")
+    from matplotlib import ticker
+
+    fig = _figure(figsize=(11, 3.3))
+    sns = seaborn()
+    axes = fig.subplots(1, len(BANK_PROBE))
+    palette = sns.color_palette("deep", len(histories))
+    for color, (label, history) in zip(palette, histories.items()):
+        missing = [k for k in ("updates_per_row", "chance", *BANK_PROBE) if k not in history[0]]
+        if missing:
+            raise ValueError(f"history {label!r} has no {', '.join(missing)} (records of engine.bank_positive_probe)")
+        x = [h["updates_per_row"] for h in history]
+        for ax, key in zip(axes, BANK_PROBE):
+            y = [h[key] / h["chance"] if key == "loss_term" else h[key] for h in history]
+            ax.plot(x, y, marker="o", ms=2, color=color, label=str(label))
+    for ax, (key, (name, hint)) in zip(axes, BANK_PROBE.items()):
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"bank updates per row (= epochs)\n({hint})", fontsize=8)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    axes[0].axhline(1.0, color="grey", lw=0.8, ls="--")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
