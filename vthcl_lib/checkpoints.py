@@ -523,8 +523,9 @@ def load_slow_encoder(path: str | os.PathLike, *, model_cfg: ModelConfig | None 
         raise ValueError(f"'{path}' ({report.source_format}) fills {report.loaded} of {report.total} tensors of "
                          f"the slow 3D-ResNet{encoder.depth}: " + "; ".join(problems) + ". Pass allow_partial=True "
                          f"to load it anyway (the rest keeps its initial values).\n{report}")
-    if report.clean:
-        LOGGER.info("loaded %d tensors from '%s' (%s)", report.loaded, path, report.source_format)
+    if report.clean:  # a clean load of our own file is routine: say it only when debugging
+        level = logging.DEBUG if report.source_format.startswith("vthcl") else logging.INFO
+        LOGGER.log(level, "loaded %d tensors from '%s' (%s)", report.loaded, path, report.source_format)
     else:
         LOGGER.warning("%s", report)
     return encoder, report
